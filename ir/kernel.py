@@ -62,6 +62,7 @@ class KernelOp(IRDLOperation):
     sym_name = prop_def(StringAttr)
     grid = opt_prop_def(DenseArrayBase)
     sram_bytes = opt_prop_def(IntegerAttr)
+    origin = opt_prop_def(DenseArrayBase)  # (x, y) of the top-left PE, once placed
     fx = opt_prop_def(StringAttr)
     module = opt_prop_def(StringAttr)
     epilogue = region_def("single_block")
@@ -84,7 +85,8 @@ class KernelOp(IRDLOperation):
         return None if self.grid is None else get_ints(self.grid)  # type: ignore[return-value]
 
     @property
-    def location(self) -> tuple[str, str]:
+    def source(self) -> tuple[str, str]:
+        """(FX node, module path) of the op this kernel was built around."""
         return (
             self.fx.data if self.fx is not None else "",
             self.module.data if self.module is not None else "",
@@ -130,7 +132,7 @@ class EmbeddingKernel(KernelOp):
     dim = prop_def(IntegerAttr)
 
     def core_shape(self) -> tuple[int, ...]:
-        return (shape_of(self.inputs[0].type)[-1], self.dim.value.data)
+        return (shape_of(self.inputs[0].type)[0], self.dim.value.data)
 
 
 @irdl_op_definition

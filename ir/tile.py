@@ -232,6 +232,8 @@ class ChannelOp(TileOp):
     dst = prop_def(StringAttr)
     nbytes = prop_def(IntegerAttr, prop_name="bytes")  # bytes the receiver takes
     hops = opt_prop_def(IntegerAttr)  # route length, from placement
+    lanes = opt_prop_def(IntegerAttr)  # parallel links the transfer spreads over
+    load = opt_prop_def(IntegerAttr)  # bytes on the busiest link of the route (contention)
     color = opt_prop_def(IntegerAttr)
     route = opt_prop_def(StringAttr)  # "xy" or "yx"
     traits = traits_def(SymbolOpInterface())
@@ -447,13 +449,15 @@ class ReduceOp(TileOp):
 
 @irdl_op_definition
 class GatherOp(TileOp):
-    """Embedding lookup: `out[i] = table[ids[i]]` for ids in this PE's block of table rows,
-    zero otherwise (a reduction over the rows axis completes it)."""
+    """Embedding lookup: `out[i] (+)= table[ids[i]]` for ids in this PE's block of table rows
+    (per the table's layout and rotation), zero otherwise; summing over the PEs that hold the
+    other blocks completes it."""
 
     name = "wsc.tile.gather"
     table = operand_def(BUF)
     ids = operand_def(BUF)
     out = operand_def(BUF)
+    accumulate = opt_prop_def(UnitAttr)
     assembly_format = "$table `,` $ids `->` $out attr-dict"
 
 

@@ -9,10 +9,17 @@ def _dialect():
     return combined_dialect()
 
 
-def _passes():
-    from wsc.passes import PASSES
+def _pass(name: str):
+    def load():
+        from wsc.passes import all_passes
 
-    return {name: (lambda p=p: p) for name, p in PASSES.items()}
+        return all_passes()[name]
+
+    return load
 
 
-WSC_UNIVERSE = Universe(all_dialects={"wsc": _dialect}, all_passes=_passes() if False else {})
+_PASS_NAMES = ("canonicalize-graph", "recognize-rope", "recognize-attention", "recognize-norms",
+               "partition")
+
+WSC_UNIVERSE = Universe(all_dialects={"wsc": _dialect},
+                        all_passes={n: _pass(n) for n in _PASS_NAMES})

@@ -1,0 +1,50 @@
+"""One distributed algorithm per kernel kind (DESIGN §4).
+
+Each module provides `layouts(kernel, grid, ctx, phase)`, `grids(kernel, max_side)` (the
+candidate PE rectangles) and `lower(builder, kernel, ctx, phase)`, which emits the region's
+tile program for one phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import ModuleType
+
+from wsc.ir.kernel import AttentionKernel, EltwiseKernel, EmbeddingKernel, KernelOp, LinearKernel, NormKernel
+from wsc.passes.kernels import attention, eltwise, embedding, linear, norm
+from wsc.passes.kernels.common import PHASES, LowerCtx
+from wsc.passes.tile_builder import RegionBuilder
+
+ALGORITHMS: dict[type[KernelOp], ModuleType] = {
+    EmbeddingKernel: embedding,
+    NormKernel: norm,
+    LinearKernel: linear,
+    AttentionKernel: attention,
+    EltwiseKernel: eltwise,
+}
+
+
+def algorithm(k: KernelOp) -> ModuleType:
+    return ALGORITHMS[type(k)]
+
+
+def build_region(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, phase: str, *,
+                 budget: int, inputs=None, outputs=None) -> RegionBuilder:
+    """Lower `k` on `grid` for `phase`, double-buffering as much as the SRAM budget allows."""
+    b = None
+    for db in (2, 1, 0):
+        fx, module = k.source
+        b = RegionBuilder(k.kernel_name, k.KIND, grid, module, dict(inputs or {}),
+                          dict(outputs or {}))
+        algorithm(k).lower(b, k, replace(ctx, double_buffer=db), phase)
+        if b.allocate() <= budget:
+            break
+    return b
+
+
+def footprint(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int) -> int:
+    """Bytes per PE the kernel needs on `grid` (the larger of its two phases)."""
+    return max(build_region(k, grid, ctx, p, budget=budget).allocate() for p in PHASES)
+
+
+__all__ = ["ALGORITHMS", "PHASES", "LowerCtx", "algorithm", "build_region", "footprint"]

@@ -1,0 +1,107 @@
+"""Causal attention, flash-style across PEs, with the KV cache resident in SRAM.
+
+The region's columns split the KV heads (each column holds whole KV-head groups together with
+every query head that reads them, so grouped- and multi-query attention share K/V instead of
+copying it); its rows stripe the tokens cyclically — token `p` lives on row `p mod rows` — which
+balances causal work across rows and is exactly the KV cache's layout.
+
+Prefill: each PE applies the rotary embedding to its q and k rows (if the model has one),
+writes its k/v rows into the cache, then runs `rows` flash steps: fold the K/V block it holds
+into its queries' online-softmax state `(m, l, acc)` with causal masking by position, and pass
+the block to the next row of the ring. No PE ever holds more than one block of scores.
+
+Decode: the new token's q, k, v reach every row; k/v are appended to the cache by shifting the
+entry neighbour to neighbour to the row whose turn it is; every PE attends over its share of
+the cache and a two-level tree all-reduce with the log-sum-exp merge combines the rows.
+"""
+
+from __future__ import annotations
+
+from wsc.ir import tile as t
+from wsc.ir.kernel import AttentionKernel
+from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
+from wsc.passes.kernels.common import M_INIT, REDUCE_LEVELS, LowerCtx, lower_epilogue
+from wsc.passes.tile_builder import RegionBuilder
+
+
+def dims(k: AttentionKernel) -> tuple[int, int, int]:
+    return k.heads.value.data, k.kv_heads.value.data, k.head_dim.value.data
+
+
+def layouts(k: AttentionKernel, grid: tuple[int, int], ctx: LowerCtx, phase: str):
+    """(q layout, k/v layout, output layout, cache layout)."""
+    H, KV, hd = dims(k)
+    R, C = grid
+    S = ctx.tokens(phase)
+    rows = split_rows(R, cyclic=True) if phase == "prefill" else REPLICATED
+    q = Layout((S, H * hd), grid, rows, split_cols(C))
+    kv = Layout((S, KV * hd), grid, rows, split_cols(C))
+    cache = Layout((ctx.max_seq, KV * hd), grid, split_rows(R, cyclic=True), split_cols(C))
+    return q, kv, q, cache
+
+
+def grids(k: AttentionKernel, max_side: int) -> list[tuple[int, int]]:
+    _, KV, _ = dims(k)
+    cols = [c for c in range(1, KV + 1) if KV % c == 0]
+    return [(r, c) for c in cols for r in range(1, max_side + 1)]
+
+
+def lower(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, phase: str) -> None:
+    H, KV, hd = dims(k)
+    R, C = b.grid
+    hq, hk = H // C, KV // C
+    q_lay, kv_lay, o_lay, c_lay = layouts(k, b.grid, ctx, phase)
+    dt = ctx.dtype
+    # persistent state, declared identically by both phases
+    kc = b.buffer("k_cache", c_lay.tile, dt, layout=c_lay, persistent=True)
+    vc = b.buffer("v_cache", c_lay.tile, dt, layout=c_lay, persistent=True)
+    inv = None
+    if k.rope_inv_freq is not None:
+        lay = Layout((1, hd // 2), b.grid, REPLICATED, REPLICATED)
+        inv = b.weight("inv_freq", lay, "f32", ctx.matrix(k.rope_inv_freq.data))
+
+    q = b.buffer("q", q_lay.tile, dt, layout=q_lay)
+    kk = b.buffer("k", kv_lay.tile, dt, layout=kv_lay)
+    v = b.buffer("v", kv_lay.tile, dt, layout=kv_lay)
+    for i, buf in enumerate((q, kk, v)):
+        b.recv(buf, ("input", i))
+    if inv is not None:
+        scaling = k.rope_scaling.value.data if k.rope_scaling is not None else 1.0
+        b.op(t.RopeOp, [q, inv], heads=hq, head_dim=hd, scaling=scaling)
+        b.op(t.RopeOp, [kk, inv], heads=hk, head_dim=hd, scaling=scaling)
+
+    rows = q_lay.tile[0]
+    m = b.buffer("m", (rows, hq), "f32")
+    l = b.buffer("l", (rows, hq), "f32")  # noqa: E741
+    acc = b.buffer("acc", (rows, hq * hd), "f32", layout=o_lay)
+    b.op(t.FillOp, [m], value=M_INIT)
+    b.op(t.FillOp, [l], value=0.0)
+    b.op(t.FillOp, [acc], value=0.0)
+    attend = dict(heads=hq, kv_heads=hk, head_dim=hd, scale=k.scale.value.data,
+                  causal=k.causal is not None)
+    if phase == "prefill":
+        b.op(t.CopyOp, [kk, kc], row_offset=0)
+        b.op(t.CopyOp, [v, vc], row_offset=0)
+        db = ctx.double_buffer >= 1 and R > 1
+        k2 = b.buffer("k_next", kv_lay.tile, dt, layout=kv_lay) if db else None
+        v2 = b.buffer("v_next", kv_lay.tile, dt, layout=kv_lay) if db else None
+        with b.loop(R):
+            if db:
+                b.op(t.ShiftOp, [kk, k2], axis=0, by=-1, interleaved=True)
+                b.op(t.ShiftOp, [v, v2], axis=0, by=-1, interleaved=True)
+            b.op(t.AttendOp, [q, kk, v, m, l, acc], **attend)
+            if db:
+                b.op(t.SwapOp, [kk, k2])
+                b.op(t.SwapOp, [v, v2])
+            elif R > 1:
+                b.op(t.ShiftOp, [kk], axis=0, by=-1, interleaved=True)
+                b.op(t.ShiftOp, [v], axis=0, by=-1, interleaved=True)
+    else:
+        b.op(t.KvAppendOp, [kk, kc])
+        b.op(t.KvAppendOp, [v, vc])
+        b.op(t.AttendOp, [q, kc, vc, m, l, acc], **attend)
+        b.op(t.AttnMergeOp, [m, l, acc], axis=0, heads=hq, head_dim=hd, levels=REDUCE_LEVELS)
+    out = b.buffer("o", o_lay.tile, "f32", layout=o_lay)
+    b.op(t.AttnFinishOp, [acc, l, out], heads=hq, head_dim=hd)
+    for i, res in enumerate(lower_epilogue(b, k, ctx, out, o_lay)):
+        b.send(res, i)

@@ -1,0 +1,147 @@
+"""What every kernel lowering shares: the lowering context, weight access, the epilogue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from xdsl.ir import SSAValue
+
+from wsc.errors import UnsupportedOpError
+from wsc.ir import graph as g
+from wsc.ir import tile as t
+from wsc.ir.attrs import shape_of
+from wsc.ir.kernel import KernelOp, YieldOp
+from wsc.ir.layout import REPLICATED, Layout
+from wsc.passes.tile_builder import RegionBuilder
+
+PHASES = ("prefill", "decode")
+M_INIT = -3.0e38  # running max before any key: finite, so masked rows never make NaN
+REDUCE_LEVELS = 2  # two-level trees (DESIGN §4: K=2 is the usual choice)
+
+
+@dataclass
+class LowerCtx:
+    dtype: str  # storage dtype of weights and activations: f32 | f16 | bf16
+    seq_len: int  # prefill tokens
+    max_seq: int  # KV cache positions
+    weights: Mapping[str, Any]  # the frontend's weight store (arrays, or shapes when plan-only)
+    double_buffer: int = 2  # 2: operands and weights, 1: operands only, 0: none
+
+    def tokens(self, phase: str) -> int:
+        return self.seq_len if phase == "prefill" else 1
+
+    def matrix(self, name: str, transpose: bool = False):
+        """A weight as a 2-D float32 matrix (vectors become one row), read lazily."""
+
+        def read() -> np.ndarray:
+            a = np.asarray(self.weights[name], dtype=np.float32)
+            if a.ndim == 1:
+                a = a[None, :]
+            elif a.ndim > 2:
+                a = a.reshape(-1, a.shape[-1])
+            return np.ascontiguousarray(a.T if transpose else a)
+
+        return read
+
+
+def row_vector(layout: Layout, n: int) -> Layout:
+    """A length-`n` vector broadcast over rows, split like `layout`'s columns."""
+    return Layout((1, n), layout.grid, REPLICATED, layout.cols)
+
+
+UNARY_FN = {
+    "neg": "neg", "exp": "exp", "tanh": "tanh", "sigmoid": "sigmoid", "rsqrt": "rsqrt",
+    "sqrt": "sqrt", "relu": "relu", "silu": "silu", "erf": "erf", "cos": "cos", "sin": "sin",
+    "reciprocal": "reciprocal",
+}
+COMMUTATIVE = {"add", "mul", "maximum", "minimum"}
+
+
+def lower_epilogue(b: RegionBuilder, k: KernelOp, ctx: LowerCtx, core: SSAValue,
+                   layout: Layout) -> list[SSAValue]:
+    """Emit the kernel's fused elementwise epilogue on its result tile (`core`, fp32, in
+    `layout`); returns the output buffers, rounded to the storage dtype, one per result."""
+    block = k.epilogue.block
+    env: dict[SSAValue, SSAValue] = {block.args[0]: core}
+    kinds: dict[SSAValue, str] = {core: "temp"}
+    for i, arg in enumerate(block.args[1:]):
+        buf = b.buffer(f"extra{i}", layout.tile, ctx.dtype, layout=layout)
+        b.recv(buf, ("extra", i))
+        env[arg] = buf
+        kinds[buf] = "extra"
+    uses = {v: len(list(v.uses)) for op in block.ops for v in op.results}
+    uses[block.args[0]] = len(list(block.args[0].uses))
+
+    def fresh(srcs: list[SSAValue]) -> SSAValue:
+        for s in srcs:  # write in place over a temporary that dies here
+            if s in env and kinds.get(env[s]) == "temp" and uses.get(s, 0) == 0:
+                return env[s]
+        buf = b.buffer("tmp", layout.tile, "f32", layout=layout)
+        kinds[buf] = "temp"
+        return buf
+
+    def consume(vals: list[SSAValue]) -> None:
+        for v in vals:
+            if v in uses:
+                uses[v] -= 1
+
+    module = k.source[1]
+    for op in block.ops:
+        if isinstance(op, YieldOp):
+            outs = []
+            for i, v in enumerate(op.values):
+                out = b.buffer(f"out{i}", layout.tile, ctx.dtype, layout=layout)
+                b.op(t.UnaryOp, [env[v], out], fn="identity")
+                outs.append(out)
+            return outs
+        if isinstance(op, g.WeightOp):
+            n = int(np.prod(shape_of(op.result.type)))
+            if n != layout.shape[1]:
+                raise UnsupportedOpError(
+                    op.name, module, f"epilogue weight {op.ref} of {n} elements does not "
+                    f"broadcast over rows of {layout.shape[1]}")
+            lay = row_vector(layout, n)
+            env[op.result] = b.weight(f"ew_{len(b.shards)}", lay, ctx.dtype,
+                                      ctx.matrix(op.ref, op.transpose is not None))
+            kinds[env[op.result]] = "weight"
+        elif isinstance(op, g.CastOp):
+            env[op.result] = env[op.x]
+            uses[op.x] = uses.get(op.x, 0) + uses.get(op.result, 0) - 1
+        elif isinstance(op, g.UnaryOp):
+            name = op.name.split(".")[-1]
+            fn = ("gelu_tanh" if op.tanh_approx else "gelu") if isinstance(op, g.GeluOp) else UNARY_FN[name]
+            consume([op.x])
+            out = fresh([op.x])
+            b.op(t.UnaryOp, [env[op.x], out], fn=fn)
+            env[op.result] = out
+        elif isinstance(op, g.BinaryOp):
+            fn = op.name.split(".")[-1]
+            if op.rhs is None:
+                consume([op.lhs])
+                out = fresh([op.lhs])
+                b.op(t.ScalarOp, [env[op.lhs], out], fn=fn, value=op.scalar_value,
+                     reverse=op.reverse is not None)
+            else:
+                x, y = op.lhs, op.rhs
+                swap = kinds.get(env[x]) == "weight" and kinds.get(env[y]) != "weight"
+                consume([x, y])
+                out = fresh([x, y])
+                if swap and fn in COMMUTATIVE:
+                    b.op(t.BinaryOp, [env[y], env[x], out], fn=fn)
+                elif swap and fn == "sub":  # w - x = -(x - w)
+                    b.op(t.BinaryOp, [env[y], env[x], out], fn="sub")
+                    b.op(t.ScalarOp, [out, out], fn="mul", value=-1.0)
+                elif swap and fn == "div":  # w / x = w * (1/x)
+                    b.op(t.UnaryOp, [env[y], out], fn="reciprocal")
+                    b.op(t.BinaryOp, [out, env[x], out], fn="mul")
+                elif swap:
+                    raise UnsupportedOpError(op.name, module, "a weight on the left of " + fn)
+                else:
+                    b.op(t.BinaryOp, [env[x], env[y], out], fn=fn)
+            env[op.result] = out
+        else:
+            raise UnsupportedOpError(op.name, module, "not an elementwise op; it cannot be fused")
+    raise AssertionError("epilogue without yield")

@@ -1,0 +1,173 @@
+"""Lower: `wsc.kernel` + placement → `wsc.tile` (DESIGN §2).
+
+Every kernel becomes one region per phase (prefill and decode share the region, its origin and
+its persistent buffers); every edge of the kernel graph becomes one channel per phase, named
+after the consumer and the operand it feeds. Edges carry column windows when the consumer
+reads a slice of the producer's result (GPT-2's q/k/v split of `c_attn`). The token ids come
+from the host on channel `in.ids`; the logits go back on `out.logits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.ir import Block, Region, SSAValue
+
+from wsc.ir import graph as g
+from wsc.ir import tile as t
+from wsc.ir.attrs import DTYPE_BYTES, get_ints, shape_of
+from wsc.ir.kernel import KernelOp
+from wsc.passes.kernels import PHASES, LowerCtx, build_region
+from wsc.passes.tile_builder import WeightShard
+
+IDS_CHANNEL = "in.ids"
+LOGITS_CHANNEL = "out.logits"
+HOST = t.HOST
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One operand of one kernel: where its data comes from."""
+
+    src: str  # producer kernel name, or "host"
+    output: int  # producer result index
+    dst: str
+    slot: tuple[str, int]
+    cols: tuple[int, int] | None  # column window of the producer's result, None = all
+
+    @property
+    def channel(self) -> str:
+        if self.src == HOST:
+            return IDS_CHANNEL
+        return f"{self.dst}.{self.slot[0]}{self.slot[1]}"
+
+
+@dataclass
+class KernelGraph:
+    kernels: list[KernelOp]
+    edges: list[Edge]
+    result: tuple[str, int] = ("", 0)  # (kernel, output) that produces the logits
+    widths: dict[tuple[str, int], int] = field(default_factory=dict)  # result -> columns
+
+    @classmethod
+    def of(cls, module: ModuleOp) -> KernelGraph:
+        f = next(op for op in module.ops if isinstance(op, func.FuncOp))
+        ids = f.body.block.args[0]
+        where: dict[SSAValue, tuple[str, int, tuple[int, int] | None]] = {ids: (HOST, 0, None)}
+        kg = cls([], [])
+        for op in f.body.block.ops:
+            if isinstance(op, g.SliceOp):
+                src, out, win = where[op.x]
+                _, start, end, _ = op.bounds()
+                base = win[0] if win else 0
+                where[op.result] = (src, out, (base + start, base + end))
+            elif isinstance(op, KernelOp):
+                kg.kernels.append(op)
+                name = op.kernel_name
+                for i, v in enumerate(op.inputs):
+                    src, out, win = where[v]
+                    kg.edges.append(Edge(src, out, name, ("input", i), win))
+                for i, v in enumerate(op.extras):
+                    src, out, win = where[v]
+                    kg.edges.append(Edge(src, out, name, ("extra", i), win))
+                for i, r in enumerate(op.outputs):
+                    where[r] = (name, i, None)
+                    kg.widths[(name, i)] = shape_of(r.type)[1]
+            elif isinstance(op, func.ReturnOp):
+                src, out, win = where[op.arguments[0]]
+                if win is not None:
+                    raise ValueError("the logits must be a whole kernel result")
+                kg.result = (src, out)
+        return kg
+
+    def by_name(self) -> dict[str, KernelOp]:
+        return {k.kernel_name: k for k in self.kernels}
+
+
+def edge_bytes(e: Edge, kg: KernelGraph, tokens: int, dtype: str) -> int:
+    if e.src == HOST:
+        return tokens * 4
+    cols = (e.cols[1] - e.cols[0]) if e.cols else kg.widths[(e.src, e.output)]
+    return tokens * cols * DTYPE_BYTES[dtype]
+
+
+@dataclass(frozen=True)
+class Route:
+    """What placement says about one kernel-to-kernel edge."""
+
+    hops: int = 0
+    lanes: int = 1
+    load: int = 0
+    color: int | None = None
+    order: str = ""
+
+
+def _i(v: int) -> IntegerAttr:
+    return IntegerAttr(int(v), i64)
+
+
+def lower_to_tile(kmodule: ModuleOp, ctx: LowerCtx, *, budget: int,
+                  origins: Mapping[str, tuple[int, int]],
+                  routes: Mapping[tuple[str, str], Route] | None = None,
+                  ) -> tuple[ModuleOp, list[WeightShard]]:
+    """The tile programs of both phases, and the weight shards their buffers start from."""
+    kg = KernelGraph.of(kmodule)
+    routes = routes or {}
+    shards: dict[str, WeightShard] = {}
+    progs = []
+    for phase in PHASES:
+        tokens = ctx.tokens(phase)
+        inputs: dict[str, dict] = {k.kernel_name: {} for k in kg.kernels}
+        outputs: dict[str, dict[int, list[str]]] = {k.kernel_name: {} for k in kg.kernels}
+        channels = []
+        for e in kg.edges:
+            window = None
+            if e.cols is not None:
+                window = (0, tokens, e.cols[0], e.cols[1])
+            inputs[e.dst][e.slot] = (e.channel, window)
+            if e.src != HOST:
+                outputs[e.src].setdefault(e.output, []).append(e.channel)
+            channels.append(_channel(e.channel, e.src, e.dst, edge_bytes(e, kg, tokens, ctx.dtype),
+                                     routes.get((e.src, e.dst))))
+        src, out = kg.result
+        outputs[src].setdefault(out, []).append(LOGITS_CHANNEL)
+        width = kg.widths[kg.result]
+        channels.append(_channel(LOGITS_CHANNEL, src, HOST, tokens * width * DTYPE_BYTES[ctx.dtype], None))
+        regions = []
+        for k in kg.kernels:
+            name = k.kernel_name
+            b = build_region(k, k.grid_shape, ctx, phase, budget=budget, inputs=inputs[name],
+                             outputs=outputs[name])
+            for s in b.shards:
+                shards.setdefault(s.key, s)
+            regions.append(b.finish(origins[name]))
+        block = Block([*regions, *channels])
+        progs.append(t.ProgramOp.create(
+            properties={"sym_name": StringAttr(phase), "phase": StringAttr(phase),
+                        "tokens": _i(tokens)},
+            regions=[Region(block)],
+        ))
+    module = ModuleOp(progs)
+    module.attributes[t.SRAM_BUDGET_ATTR] = _i(budget)
+    return module, list(shards.values())
+
+
+def _channel(name: str, src: str, dst: str, nbytes: int, route: Route | None) -> t.ChannelOp:
+    props = {"sym_name": StringAttr(name), "src": StringAttr(src), "dst": StringAttr(dst),
+             "bytes": _i(nbytes)}
+    if route is not None:
+        props["hops"] = _i(route.hops)
+        props["lanes"] = _i(route.lanes)
+        props["load"] = _i(max(route.load, nbytes))
+        if route.color is not None:
+            props["color"] = _i(route.color)
+        if route.order:
+            props["route"] = StringAttr(route.order)
+    return t.ChannelOp.create(properties=props)
+
+
+def region_grid(r: t.RegionOp) -> tuple[int, int]:
+    return get_ints(r.shape)  # type: ignore[return-value]

@@ -1,0 +1,56 @@
+"""What an executing region sees (`Frame`) and what it executes (`Instr`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from xdsl.ir import Operation, SSAValue
+
+from wsc.ir.layout import Layout
+from wsc.runtime_sim.memory import Buffer
+from wsc.runtime_sim.timing import CostModel
+
+
+@dataclass
+class Frame:
+    """One region during one program run."""
+
+    region: str
+    kernel: str
+    grid: tuple[int, int]
+    bufs: dict[SSAValue, Buffer]
+    cost: CostModel
+    pos0: int  # the program's first token position (0 for prefill, p for decode)
+    functional: bool = True  # False: estimate-only, move no data
+    clock: float = 0.0
+    # cycles by category, for the latency breakdown
+    compute: float = 0.0
+    fabric: float = 0.0
+    waiting: float = 0.0
+
+    def buf(self, v: SSAValue) -> Buffer:
+        return self.bufs[v]
+
+    def layout(self, v: SSAValue) -> Layout:
+        lay = self.bufs[v].layout
+        if lay is None:
+            raise ValueError(f"buffer {self.bufs[v].name} has no layout")
+        return lay
+
+
+Kind = str  # "compute" | "fabric" | "async" | "send" | "recv" | "loop" | "swap"
+
+
+@dataclass
+class Instr:
+    op: Operation
+    kind: Kind
+    run: Callable[[Frame], None]
+    cycles: Callable[[Frame], float]
+    reads: tuple[SSAValue, ...] = ()
+    writes: tuple[SSAValue, ...] = ()
+    body: list[Instr] = field(default_factory=list)  # loops
+    count: int = 1
+    channel: str = ""
+    label: str = ""

@@ -1,0 +1,396 @@
+"""Local compute ops: one small implementation per `wsc.tile` op, with its cost.
+
+Each `compile_*` turns an op into an `Instr` once, when the bundle is loaded: attribute
+values are read out of the IR up front so that executing the program touches only numpy.
+Every implementation runs on a whole region at once: a buffer's view is `[rows, cols, *dims]`
+and numpy broadcasts over the PE axes (DESIGN §8, "region-vectorized"). Arithmetic is fp32;
+stores round to the buffer's dtype, as the PE's fp16/bf16 storage would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from xdsl.ir import Operation
+
+from wsc.errors import SimulationError
+from wsc.ir import tile as t
+from wsc.runtime_sim.frame import Frame, Instr
+
+COMPILERS: dict[type[Operation], Callable[[Operation], Instr]] = {}
+
+
+def compiles(op_type: type[Operation]):
+    def register(fn):
+        COMPILERS[op_type] = fn
+        return fn
+
+    return register
+
+
+def _f(attr) -> float:
+    return float(attr.value.data)
+
+
+def _i(attr) -> int:
+    return int(attr.value.data)
+
+
+def _n(frame: Frame, v) -> int:
+    return math.prod(frame.buf(v).dims)
+
+
+# --- elementwise functions (fp32) -----------------------------------------------------
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf32(x: np.ndarray) -> np.ndarray:
+    return _erf(x.astype(np.float64)).astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+_SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
+
+UNARY = {
+    "neg": np.negative,
+    "exp": np.exp,
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "rsqrt": lambda x: (1.0 / np.sqrt(x)).astype(np.float32),
+    "sqrt": np.sqrt,
+    "relu": lambda x: np.maximum(x, np.float32(0)),
+    "silu": lambda x: x * _sigmoid(x),
+    "erf": _erf32,
+    "cos": np.cos,
+    "sin": np.sin,
+    "reciprocal": lambda x: (1.0 / x).astype(np.float32),
+    "gelu": lambda x: (0.5 * x * (1.0 + _erf32(x / np.float32(math.sqrt(2.0))))).astype(np.float32),
+    "gelu_tanh": lambda x: (
+        0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + np.float32(0.044715) * x * x * x)))
+    ).astype(np.float32),
+    "identity": lambda x: x,
+}
+
+BINARY = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "pow": np.power,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+}
+
+
+def _elementwise_cost(frame: Frame, out, fn: str, reads: int, src) -> float:
+    n = _n(frame, out)
+    return frame.cost.elementwise(
+        n, frame.buf(src).dtype, reads=reads, transcendental=fn in t.TRANSCENDENTAL_FNS,
+        out_dtype=frame.buf(out).dtype,
+    )
+
+
+@compiles(t.UnaryOp)
+def compile_unary(op: t.UnaryOp) -> Instr:
+    fn, x, y = op.fn.data, op.x, op.y
+    f = UNARY[fn]
+
+    def run(fr: Frame) -> None:
+        fr.buf(y).store(f(fr.buf(x).f32()))
+
+    return Instr(op, "compute", run, lambda fr: _elementwise_cost(fr, y, fn, 1, x), (x,), (y,))
+
+
+@compiles(t.BinaryOp)
+def compile_binary(op: t.BinaryOp) -> Instr:
+    fn, x, y, z = op.fn.data, op.x, op.y, op.z
+    f = BINARY[fn]
+
+    def run(fr: Frame) -> None:
+        fr.buf(z).store(f(fr.buf(x).f32(), fr.buf(y).f32()))
+
+    return Instr(op, "compute", run, lambda fr: _elementwise_cost(fr, z, fn, 2, x), (x, y), (z,))
+
+
+@compiles(t.ScalarOp)
+def compile_scalar(op: t.ScalarOp) -> Instr:
+    fn, x, y = op.fn.data, op.x, op.y
+    f, value, reverse = BINARY[fn], np.float32(_f(op.value)), op.reverse is not None
+
+    def run(fr: Frame) -> None:
+        a = fr.buf(x).f32()
+        fr.buf(y).store(f(value, a) if reverse else f(a, value))
+
+    return Instr(op, "compute", run, lambda fr: _elementwise_cost(fr, y, fn, 1, x), (x,), (y,))
+
+
+@compiles(t.FillOp)
+def compile_fill(op: t.FillOp) -> Instr:
+    dst, value = op.dst, _f(op.value)
+
+    def run(fr: Frame) -> None:
+        fr.buf(dst).view[...] = value
+
+    return Instr(op, "compute", run, lambda fr: fr.cost.fill(fr.buf(dst).nbytes), (), (dst,))
+
+
+@compiles(t.CopyOp)
+def compile_copy(op: t.CopyOp) -> Instr:
+    src, dst = op.src, op.dst
+    off = _i(op.row_offset) if op.row_offset is not None else 0
+
+    def run(fr: Frame) -> None:
+        s, d = fr.buf(src), fr.buf(dst)
+        rows = s.dims[0]
+        if off + rows > d.dims[0]:
+            raise SimulationError(
+                f"copy of {rows} rows at row {off} into {d.name} of {d.dims[0]} rows"
+            )
+        d.view[:, :, off : off + rows] = s.view.astype(d.view.dtype)
+
+    return Instr(op, "compute", run,
+                 lambda fr: fr.cost.elementwise(_n(fr, src), fr.buf(src).dtype, reads=1,
+                                                out_dtype=fr.buf(dst).dtype),
+                 (src,), (dst,))
+
+
+@compiles(t.SwapOp)
+def compile_swap(op: t.SwapOp) -> Instr:
+    a, b = op.a, op.b
+
+    def run(fr: Frame) -> None:
+        fr.buf(a).swap_storage(fr.buf(b))
+
+    return Instr(op, "swap", run, lambda fr: 0)
+
+
+# --- matrix products ------------------------------------------------------------------
+
+
+@compiles(t.MatmulOp)
+def compile_matmul(op: t.MatmulOp) -> Instr:
+    a, b, c = op.a, op.b, op.c
+    acc, tb = op.accumulate is not None, op.transpose_b is not None
+
+    def run(fr: Frame) -> None:
+        A, B, C = fr.buf(a).f32(), fr.buf(b).f32(), fr.buf(c)
+        prod = np.matmul(A, np.swapaxes(B, -1, -2) if tb else B)
+        C.store(C.f32() + prod if acc else prod)
+
+    def cycles(fr: Frame) -> float:
+        m, k = fr.buf(a).dims[-2:]
+        n = fr.buf(b).dims[-2] if tb else fr.buf(b).dims[-1]
+        return fr.cost.matmul(m, k, n, fr.buf(a).dtype)
+
+    return Instr(op, "compute", run, cycles, (a, b, c), (c,))
+
+
+# --- reductions -----------------------------------------------------------------------
+
+
+def _valid_mask(fr: Frame, v, shape) -> np.ndarray | None:
+    """`[R, C, m, n]` mask of real (non-padding) elements of `v`, from its layout."""
+    b = fr.buf(v)
+    if b.layout is None:
+        return None
+    rows = b.layout.valid(0, b.rot)[:, :, :, None]
+    cols = b.layout.valid(1, b.rot)[:, :, None, :]
+    return np.broadcast_to(rows & cols, shape)
+
+
+@compiles(t.ReduceOp)
+def compile_reduce(op: t.ReduceOp) -> Instr:
+    x, y, fn, dim = op.x, op.y, op.fn.data, _i(op.dim)
+
+    def run(fr: Frame) -> None:
+        a = fr.buf(x).f32()
+        axis = 2 + dim
+        mask = _valid_mask(fr, x, a.shape)
+        if fn == "sum":
+            out = np.sum(a if mask is None else np.where(mask, a, 0), axis=axis, keepdims=True)
+        else:
+            out = np.max(a if mask is None else np.where(mask, a, -np.inf), axis=axis, keepdims=True)
+        fr.buf(y).store(out)
+
+    return Instr(op, "compute", run,
+                 lambda fr: fr.cost.elementwise(_n(fr, x), fr.buf(x).dtype, reads=1), (x,), (y,))
+
+
+# --- embeddings and positions ---------------------------------------------------------
+
+
+@compiles(t.GatherOp)
+def compile_gather(op: t.GatherOp) -> Instr:
+    table, ids, out = op.table, op.ids, op.out
+    acc = op.accumulate is not None
+
+    def run(fr: Frame) -> None:
+        tb, ib, ob = fr.buf(table), fr.buf(ids), fr.buf(out)
+        lay = fr.layout(table)
+        rows = lay.global_index(0, tb.rot)  # [R, C, tv] global vocab row of each local row
+        first, tv = rows[:, :, :1], rows.shape[-1]  # blocked: contiguous from `first`
+        idx = ib.view[..., 0].astype(np.int64)  # [R, C, tq]
+        local = idx - first
+        hit = (local >= 0) & (local < tv) & (idx < lay.shape[0])
+        got = np.take_along_axis(tb.f32(), np.clip(local, 0, tv - 1)[..., None], axis=2)
+        got = np.where(hit[..., None], got, np.float32(0))
+        ob.store(ob.f32() + got if acc else got)
+
+    def cycles(fr: Frame) -> float:
+        tq, d = fr.buf(out).dims
+        # one row copy (a vector instruction over d elements) per token
+        return tq * fr.cost.elementwise(d, fr.buf(table).dtype, reads=1)
+
+    return Instr(op, "compute", run, cycles, (table, ids, out), (out,))
+
+
+@compiles(t.PositionsOp)
+def compile_positions(op: t.PositionsOp) -> Instr:
+    dst = op.dst
+
+    def run(fr: Frame) -> None:
+        b = fr.buf(dst)
+        pos = fr.pos0 + fr.layout(dst).global_index(0, b.rot)  # [R, C, t]
+        b.view[...] = pos[..., None]
+
+    return Instr(op, "compute", run, lambda fr: fr.cost.fill(4 * _n(fr, dst)), (), (dst,))
+
+
+# --- rotary embedding -----------------------------------------------------------------
+
+
+@compiles(t.RopeOp)
+def compile_rope(op: t.RopeOp) -> Instr:
+    x, inv = op.x, op.inv_freq
+    heads, hd, scaling = _i(op.heads), _i(op.head_dim), np.float32(_f(op.scaling))
+
+    def run(fr: Frame) -> None:
+        b = fr.buf(x)
+        pos = (fr.pos0 + fr.layout(x).global_index(0, b.rot)).astype(np.float32)  # [R, C, t]
+        freqs = pos[..., None] * fr.buf(inv).f32()[:, :, 0, None, :]  # [R, C, t, hd/2]
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        cos, sin = np.cos(emb) * scaling, np.sin(emb) * scaling
+        v = b.f32().reshape(*b.view.shape[:3], heads, hd)
+        rot = np.concatenate([-v[..., hd // 2:], v[..., : hd // 2]], axis=-1)
+        out = v * cos[:, :, :, None, :] + rot * sin[:, :, :, None, :]
+        b.store(out.reshape(b.view.shape))
+
+    def cycles(fr: Frame) -> float:
+        rows = fr.buf(x).dims[0]
+        dt = fr.buf(x).dtype
+        angles = fr.cost.elementwise(rows * hd, "f32", reads=1, transcendental=True)  # cos+sin
+        mix = 3 * fr.cost.elementwise(rows * heads * hd, dt, reads=2)
+        return angles + mix
+
+    return Instr(op, "compute", run, cycles, (x, inv), (x,))
+
+
+# --- attention ------------------------------------------------------------------------
+
+
+def _heads(a: np.ndarray, h: int) -> np.ndarray:
+    """`[R, C, t, h*d]` -> `[R, C, h, t, d]`."""
+    r, c, n, f = a.shape
+    return a.reshape(r, c, n, h, f // h).transpose(0, 1, 3, 2, 4)
+
+
+def _merge_heads(a: np.ndarray) -> np.ndarray:
+    r, c, h, n, d = a.shape
+    return a.transpose(0, 1, 3, 2, 4).reshape(r, c, n, h * d)
+
+
+@compiles(t.AttendOp)
+def compile_attend(op: t.AttendOp) -> Instr:
+    q, k, v, m, l, acc = op.q, op.k, op.v, op.m, op.l, op.acc
+    heads, kvh, hd = _i(op.heads), _i(op.kv_heads), _i(op.head_dim)
+    scale, causal = np.float32(_f(op.scale)), op.causal is not None
+    group = heads // kvh
+
+    def run(fr: Frame) -> None:
+        qb, kb, vb = fr.buf(q), fr.buf(k), fr.buf(v)
+        Q = _heads(qb.f32(), heads)  # [R, C, h, tq, d]
+        K = np.repeat(_heads(kb.f32(), kvh), group, axis=2)  # kv head j serves h // group == j
+        V = np.repeat(_heads(vb.f32(), kvh), group, axis=2)
+        s = np.einsum("rchqd,rchkd->rchqk", Q, K) * scale
+        qpos = fr.pos0 + fr.layout(q).global_index(0, qb.rot)  # [R, C, tq]
+        klay = fr.layout(k)
+        kpos = klay.global_index(0, kb.rot)  # [R, C, tk]
+        ok = (kpos < klay.shape[0])[:, :, None, None, :]
+        if causal:
+            ok = ok & (kpos[:, :, None, None, :] <= qpos[:, :, None, :, None])
+        s = np.where(ok, s, -np.inf)
+        M, L, A = fr.buf(m).f32(), fr.buf(l).f32(), fr.buf(acc).f32()
+        m_old = M.transpose(0, 1, 3, 2)  # [R, C, h, tq]
+        m_new = np.maximum(m_old, s.max(axis=-1))
+        p = np.exp(s - m_new[..., None])  # masked scores give exactly 0
+        alpha = np.exp(m_old - m_new)
+        l_new = alpha * L.transpose(0, 1, 3, 2) + p.sum(axis=-1)
+        a_new = alpha[..., None] * _heads(A, heads) + np.einsum("rchqk,rchkd->rchqd", p, V)
+        fr.buf(m).store(m_new.transpose(0, 1, 3, 2))
+        fr.buf(l).store(l_new.transpose(0, 1, 3, 2))
+        fr.buf(acc).store(_merge_heads(a_new))
+
+    def cycles(fr: Frame) -> float:
+        tq = fr.buf(q).dims[0]
+        tk = fr.buf(k).dims[0]
+        ql, kl = fr.buf(q).layout, fr.buf(k).layout
+        if ql is not None and kl is not None:
+            # keys past the last query position are never read (decode over a KV cache)
+            live = min(kl.shape[0], fr.pos0 + ql.shape[0])
+            tk = min(tk, -(-live // kl.rows.parts))
+        dt = fr.buf(q).dtype
+        per_head = (
+            fr.cost.matmul(tq, hd, tk, dt)  # scores
+            + fr.cost.elementwise(tq * tk, "f32", reads=1, transcendental=True)  # exp
+            + fr.cost.matmul(tq, tk, hd, dt)  # p @ v
+            + 2 * fr.cost.elementwise(tq * hd, "f32", reads=2)  # rescale acc, update l
+        )
+        return heads * per_head
+
+    return Instr(op, "compute", run, cycles, (q, k, v, m, l, acc), (m, l, acc))
+
+
+@compiles(t.AttnFinishOp)
+def compile_attn_finish(op: t.AttnFinishOp) -> Instr:
+    acc, l, out = op.acc, op.l, op.out
+    heads = _i(op.heads)
+
+    def run(fr: Frame) -> None:
+        A = _heads(fr.buf(acc).f32(), heads)
+        L = fr.buf(l).f32().transpose(0, 1, 3, 2)[..., None]
+        safe = np.where(L > 0, L, np.float32(1))
+        fr.buf(out).store(_merge_heads(np.where(L > 0, A / safe, np.float32(0))))
+
+    return Instr(op, "compute", run,
+                 lambda fr: fr.cost.elementwise(_n(fr, acc), "f32", reads=2, transcendental=True),
+                 (acc, l), (out,))
+
+
+@compiles(t.KvAppendOp)
+def compile_kv_append(op: t.KvAppendOp) -> Instr:
+    src, cache = op.src, op.cache
+
+    def run(fr: Frame) -> None:
+        cb = fr.buf(cache)
+        lay = fr.layout(cache)
+        rows = fr.grid[0]
+        row, slot = fr.pos0 % rows, fr.pos0 // rows
+        if fr.pos0 >= lay.shape[0] or slot >= cb.dims[0]:
+            raise SimulationError(
+                f"KV cache of region {fr.region} is full: position {fr.pos0} >= max_seq "
+                f"{lay.shape[0]}"
+            )
+        # the entry enters at row 0 and is shifted to row `pos0 mod rows` (same data)
+        cb.view[row, :, slot] = fr.buf(src).view[0, :, 0].astype(cb.view.dtype)
+
+    def cycles(fr: Frame) -> float:
+        b = fr.buf(cache)
+        return fr.cost.stream(b.nbytes // b.dims[0], fr.pos0 % fr.grid[0])
+
+    return Instr(op, "fabric", run, cycles, (src, cache), (cache,))

@@ -1,0 +1,284 @@
+"""Runs one program: every region concurrently, as dataflow over channels.
+
+Each region is a generator that executes its instructions in order and suspends at a `recv`
+whose message has not been sent yet. The scheduler resumes regions whenever the message they
+wait for arrives; when no region can make progress while some still wait, that is a deadlock,
+reported with the region, the op and the channel.
+
+Time is tracked per region (DESIGN §8): an instruction starts when the region is free and its
+operands are ready, compute and blocking fabric ops advance the region's clock, asynchronous
+shifts (into a second buffer) only mark their destination ready later so that they overlap
+the compute that follows, and a message arrives at its send time plus the stream latency of
+its route. Regions therefore overlap whenever the data lets them, and a program's latency is
+when its last result reaches the host.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.ir import SSAValue
+
+from wsc.errors import SimulationError
+from wsc.ir import tile as t
+from wsc.runtime_sim.fabric import Message, pack, unpack
+from wsc.runtime_sim.frame import Frame, Instr
+from wsc.runtime_sim.memory import Buffer, RegionMemory
+from wsc.runtime_sim.ops import COMPILERS
+from wsc.runtime_sim.timing import CostModel
+
+
+def compile_ops(ops) -> list[Instr]:
+    out: list[Instr] = []
+    for op in ops:
+        if isinstance(op, t.BufferOp):
+            continue
+        if isinstance(op, t.LoopOp):
+            body = compile_ops(op.body.block.ops)
+            out.append(Instr(op, "loop", lambda fr: None, lambda fr: 0.0, body=body,
+                             count=op.count.value.data))
+            continue
+        compiler = COMPILERS.get(type(op))
+        if compiler is None:
+            raise SimulationError(f"the simulator has no implementation of {op.name}")
+        out.append(compiler(op))
+    return out
+
+
+@dataclass
+class LoadedRegion:
+    op: t.RegionOp
+    name: str
+    grid: tuple[int, int]
+    buffers: list[t.BufferOp]
+    instrs: list[Instr]
+
+
+@dataclass
+class LoadedProgram:
+    name: str
+    tokens: int
+    regions: list[LoadedRegion]
+    channels: dict[str, t.ChannelOp]
+
+    @classmethod
+    def load(cls, prog: t.ProgramOp) -> LoadedProgram:
+        regions = [
+            LoadedRegion(r, r.sym_name.data, r.grid, r.buffers(), compile_ops(r.body.block.ops))
+            for r in prog.regions_()
+        ]
+        channels = {c.sym_name.data: c for c in prog.channels()}
+        return cls(prog.sym_name.data, prog.tokens.value.data, regions, channels)
+
+
+@dataclass
+class Event:
+    region: str
+    name: str
+    cat: str
+    start: float
+    dur: float
+
+
+@dataclass
+class RegionStats:
+    end: float = 0.0
+    compute: float = 0.0
+    fabric: float = 0.0
+    waiting: float = 0.0
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, np.ndarray]
+    cycles: float
+    regions: dict[str, RegionStats]
+    events: list[Event] = field(default_factory=list)
+
+
+class ProgramRun:
+    def __init__(self, program: LoadedProgram, memory: dict[str, RegionMemory], cost: CostModel,
+                 *, pos0: int, inputs: dict[str, np.ndarray], functional: bool = True,
+                 trace: bool = False, check_finite: bool = True):
+        self.program = program
+        self.memory = memory
+        self.cost = cost
+        self.pos0 = pos0
+        self.functional = functional
+        self.trace = trace
+        self.check_finite = check_finite and functional
+        self.mail: dict[str, Message] = {}
+        self.waiting_on: dict[str, str] = {}
+        self.runnable: deque[str] = deque()
+        self.outputs: dict[str, np.ndarray] = {}
+        self.output_time = 0.0
+        self.events: list[Event] = []
+        for name, ch in program.channels.items():
+            if ch.src.data == t.HOST:
+                if name not in inputs:
+                    raise SimulationError(f"program {program.name} needs input channel {name}")
+                data = np.asarray(inputs[name]) if functional else None
+                shape = tuple(data.shape) if data is not None else (0, 0)
+                self.mail[name] = Message(data, shape, 0.0)
+
+    # --- one region -----------------------------------------------------------------------
+
+    def _frame(self, region: LoadedRegion) -> Frame:
+        bufs: dict[SSAValue, Buffer] = {}
+        mem = self.memory.get(region.name)
+        for b in region.buffers:
+            if self.functional:
+                bufs[b.result] = mem.bind(b)
+            else:
+                bufs[b.result] = Buffer(
+                    b.sym.data, b.dims, b.dtype_str,
+                    b.layout.data if b.layout is not None else None,
+                    b.persistent is not None, b.offset_bytes, b.offset_bytes, None, None,
+                )
+        return Frame(region.name, region.op.kernel.data, region.grid, bufs, self.cost, self.pos0,
+                     self.functional)
+
+    def _event(self, fr: Frame, ins: Instr, cat: str, start: float, end: float) -> None:
+        if self.trace and end > start:
+            self.events.append(Event(fr.region, ins.op.name.removeprefix("wsc.tile."), cat,
+                                     start, end - start))
+
+    def _exec(self, fr: Frame, instrs: list[Instr]) -> Iterator[Instr]:
+        for ins in instrs:
+            if ins.kind == "loop":
+                for _ in range(ins.count):
+                    yield from self._exec(fr, ins.body)
+            elif ins.kind == "recv":
+                while ins.channel not in self.mail:
+                    yield ins
+                msg = self.mail[ins.channel]
+                start = fr.clock
+                fr.clock = max(fr.clock, msg.arrival)
+                fr.waiting += fr.clock - start
+                self._event(fr, ins, "wait", start, fr.clock)
+                unpack(fr, ins, msg)
+                fr.buf(ins.writes[0]).ready = fr.clock
+            elif ins.kind == "send":
+                self._send(fr, ins)
+            else:
+                self._step(fr, ins)
+
+    def _ready(self, fr: Frame, ins: Instr) -> float:
+        ready = fr.clock
+        for v in ins.reads + ins.writes:
+            ready = max(ready, fr.bufs[v].ready)
+        return ready
+
+    def _step(self, fr: Frame, ins: Instr) -> None:
+        start = self._ready(fr, ins)
+        fr.waiting += start - fr.clock
+        if fr.functional:
+            ins.run(fr)
+        cycles = ins.cycles(fr)
+        if ins.kind == "async":
+            # the transfer runs beside the compute that follows; its target is ready later
+            issue = self.cost.target.instruction_overhead_cycles
+            for w in ins.writes:
+                fr.buf(w).ready = start + cycles
+            fr.clock = start + issue
+            fr.fabric += issue
+            self._event(fr, ins, "fabric", start, start + cycles)
+        else:
+            fr.clock = start + cycles
+            if ins.kind == "fabric":
+                fr.fabric += cycles
+            else:
+                fr.compute += cycles
+            self._event(fr, ins, ins.kind, start, fr.clock)
+        if self.check_finite:
+            for w in ins.writes:
+                b = fr.buf(w)
+                if b.view.dtype.kind == "f" or b.dtype == "bf16":
+                    if not np.isfinite(b.view.astype(np.float32)).all():
+                        raise SimulationError(
+                            f"NaN/Inf first produced by {ins.op.name} in region {fr.region} "
+                            f"(kernel {fr.kernel}), in buffer {b.name}"
+                        )
+
+    def _send(self, fr: Frame, ins: Instr) -> None:
+        ch = self.program.channels[ins.channel]
+        start = self._ready(fr, ins)
+        fr.waiting += start - fr.clock
+        data = pack(fr, ins)
+        b = fr.buf(ins.reads[0])
+        shape = b.layout.shape if b.layout is not None else (0, 0)
+        nbytes = ch.nbytes.value.data
+        if ch.dst.data == t.HOST:
+            # results leave the wafer through its edge I/O; the host read is not modelled
+            self.outputs[ins.channel] = data
+            self.output_time = max(self.output_time, start)
+            fr.clock = start
+            return
+        hops = ch.hops.value.data if ch.hops is not None else 0
+        lanes = ch.lanes.value.data if ch.lanes is not None else 1
+        load = ch.load.value.data if ch.load is not None else nbytes
+        contention = max(1.0, load / max(1, nbytes))
+        body = self.cost.stream(nbytes, 0, lanes=lanes, contention=contention) - 2 * \
+            self.cost.target.ramp_latency_cycles
+        total = self.cost.stream(nbytes, hops, lanes=lanes, contention=contention)
+        fr.clock = start + body  # the sender streams the data out
+        fr.fabric += body
+        self._event(fr, ins, "send", start, fr.clock)
+        self.mail[ins.channel] = Message(data, shape, start + total)
+        waiter = self.waiting_on.pop(ins.channel, None)
+        if waiter is not None:
+            self.runnable.append(waiter)
+
+    # --- all regions ----------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        frames = {r.name: self._frame(r) for r in self.program.regions}
+        gens = {r.name: self._exec(frames[r.name], r.instrs) for r in self.program.regions}
+        blocked: dict[str, Instr] = {}
+        self.runnable.extend(gens)
+        while self.runnable:
+            name = self.runnable.popleft()
+            blocked.pop(name, None)
+            try:
+                ins = next(gens[name])
+            except StopIteration:
+                continue
+            if ins.channel in self.mail:  # it arrived while we were deciding
+                self.runnable.append(name)
+                continue
+            blocked[name] = ins
+            self.waiting_on[ins.channel] = name
+        if blocked:
+            lines = []
+            for name, ins in sorted(blocked.items()):
+                ch = self.program.channels.get(ins.channel)
+                src = ch.src.data if ch is not None else "?"
+                region = next(r for r in self.program.regions if r.name == name)
+                module = region.op.module.data if region.op.module is not None else ""
+                lines.append(
+                    f"  region {name} ({region.op.kernel.data} at {module or '?'}) waits in "
+                    f"{ins.op.name} for channel {ins.channel} from {src}, which never sends it"
+                )
+            raise SimulationError(
+                f"deadlock in program {self.program.name}: a receive has no matching send\n"
+                + "\n".join(lines)
+            )
+        self._check_persistent(frames)
+        stats = {
+            n: RegionStats(f.clock, f.compute, f.fabric, f.waiting) for n, f in frames.items()
+        }
+        end = max([s.end for s in stats.values()] + [self.output_time])
+        return RunResult(self.outputs, end, stats, self.events)
+
+    def _check_persistent(self, frames: dict[str, Frame]) -> None:
+        for fr in frames.values():
+            for b in fr.bufs.values():
+                if b.persistent and (b.rot != (0, 0) or b.offset != b.home):
+                    raise SimulationError(
+                        f"region {fr.region}: persistent buffer {b.name} ends the program "
+                        f"{'rotated by ' + str(b.rot) if b.rot != (0, 0) else 'swapped out of its home'}"
+                        ": the next run would see scrambled data"
+                    )

@@ -1,0 +1,196 @@
+"""The simulated wafer: load a bundle from disk, then run its programs.
+
+Weights are written into the PEs' SRAM once, at load; the prefill program then leaves the KV
+cache in SRAM for the decode program, exactly as the persistent buffers say. Greedy
+generation takes the argmax of each step's last logits row on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.utils.exceptions import VerifyException
+
+from wsc.errors import BundleError, SimulationError
+from wsc.ir import parse_module
+from wsc.ir.tile import programs, verify_persistent
+from wsc.runtime_sim.bundle import PLACEMENT, PROGRAM, WEIGHTS, Bundle, open_bundle
+from wsc.runtime_sim.memory import RegionMemory
+from wsc.runtime_sim.scheduler import LoadedProgram, ProgramRun, RunResult
+from wsc.runtime_sim.timing import CostModel
+from wsc.target import Target
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    prefill_logits: np.ndarray
+    prefill: RunResult
+    ttft_s: float
+    decode_s: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.decode_s) / sum(self.decode_s) if self.decode_s else 0.0
+
+
+class Simulator:
+    """The machine state of one bundle: its programs, its regions' SRAM, its cost model."""
+
+    def __init__(self, module: ModuleOp, manifest: dict, placement: dict, *,
+                 weights: Path | None = None, functional: bool = True,
+                 check_finite: bool = True, origin: str = "<module>"):
+        self.manifest = manifest
+        self.origin = origin
+        self.target = Target.from_dict(manifest["target"])
+        self.cost = CostModel(self.target)
+        self.functional = functional
+        self.check_finite = check_finite
+        try:
+            verify_persistent(module)
+        except VerifyException as e:
+            raise BundleError(f"{origin}: {e}") from None
+        self.programs = {n: LoadedProgram.load(p) for n, p in programs(module).items()}
+        self.placement = placement
+        self._check_colors()
+        self.memory: dict[str, RegionMemory] = {}
+        if functional:
+            if weights is None or not manifest.get("weights", True):
+                raise SimulationError(
+                    f"{origin} was compiled without weights (--no-weights): it can only be "
+                    "estimated", hint="use `wsc simulate --estimate-only`")
+            self._allocate()
+            self._load_weights(weights)
+        self.last: RunResult | None = None
+
+    @classmethod
+    def open(cls, bundle_path, *, functional: bool = True, check_finite: bool = True) -> Simulator:
+        """Load a bundle from disk, refusing it if any file does not match its manifest."""
+        bundle: Bundle = open_bundle(bundle_path)
+        module = parse_module(bundle.program_text(), str(bundle.file(PROGRAM)))
+        return cls(module, bundle.manifest, bundle.read_json(PLACEMENT),
+                   weights=bundle.file(WEIGHTS), functional=functional,
+                   check_finite=check_finite, origin=str(bundle.path))
+
+    # --- loading --------------------------------------------------------------------------
+
+    def _check_colors(self) -> None:
+        stats = self.placement.get("stats", {})
+        used = stats.get("max_colors_per_router")
+        if used is not None and used > self.target.colors:
+            raise SimulationError(
+                f"placement uses {used} colors on a router; the target has {self.target.colors}"
+            )
+
+    def _allocate(self) -> None:
+        by_region: dict[str, list] = {}
+        grids: dict[str, tuple[int, int]] = {}
+        for prog in self.programs.values():
+            for r in prog.regions:
+                by_region.setdefault(r.name, []).append(r.op)
+                grids[r.name] = r.grid
+        for name, ops in by_region.items():
+            mem = RegionMemory(name, grids[name], self.target.buffer_budget)
+            mem.reserve(RegionMemory.high_water(ops))
+            self.memory[name] = mem
+
+    def _load_weights(self, path: Path) -> None:
+        try:
+            weights = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise BundleError(f"{path} is corrupt: {e}") from None
+        loaded: set[tuple[str, str]] = set()
+        for prog in self.programs.values():
+            for r in prog.regions:
+                for b in r.buffers:
+                    if b.weight is None or (r.name, b.sym.data) in loaded:
+                        continue
+                    key = b.weight.data
+                    if key not in weights:
+                        raise BundleError(f"weights file has no tensor {key} (region {r.name})")
+                    arr = weights[key]
+                    buf = self.memory[r.name].bind(b)
+                    want = (*r.grid, *b.dims)
+                    if tuple(arr.shape) != want or arr.dtype.itemsize * arr.size != buf.raw.size:
+                        raise BundleError(
+                            f"weight {key} has shape {arr.shape} {arr.dtype}, buffer "
+                            f"{b.sym.data} of region {r.name} needs {want} {b.dtype_str}"
+                        )
+                    buf.raw[...] = np.ascontiguousarray(arr).view(np.uint8).reshape(buf.raw.shape)
+                    loaded.add((r.name, b.sym.data))
+
+    # --- running --------------------------------------------------------------------------
+
+    def io(self, phase: str) -> tuple[dict, dict]:
+        return self.manifest["inputs"][phase], self.manifest["outputs"][phase]
+
+    def run(self, phase: str, ids: np.ndarray | None, pos0: int, *, trace: bool = False) -> RunResult:
+        if phase not in self.programs:
+            raise SimulationError(
+                f"bundle has no {phase} program (it has {', '.join(sorted(self.programs))})"
+            )
+        ins, _ = self.io(phase)
+        spec = ins["ids"]
+        inputs = {}
+        if self.functional:
+            arr = np.asarray(ids, dtype=np.int32).reshape(spec["shape"])
+            inputs[spec["channel"]] = arr
+        else:
+            inputs[spec["channel"]] = np.zeros(spec["shape"], np.int32)
+        run = ProgramRun(self.programs[phase], self.memory, self.cost, pos0=pos0, inputs=inputs,
+                         functional=self.functional, trace=trace,
+                         check_finite=self.check_finite)
+        self.last = run.run()
+        return self.last
+
+    def logits(self, phase: str, result: RunResult) -> np.ndarray:
+        _, outs = self.io(phase)
+        return np.asarray(result.outputs[outs["logits"]["channel"]], dtype=np.float32)
+
+    def prefill(self, ids: np.ndarray, *, trace: bool = False) -> tuple[np.ndarray, RunResult]:
+        ids = np.asarray(ids).reshape(-1)
+        seq = self.manifest["seq_len"]
+        if ids.size != seq:
+            raise SimulationError(
+                f"this bundle's prefill program takes {seq} tokens, got {ids.size}",
+                hint=f"pass exactly {seq} token ids, or recompile with --seq-len {ids.size}",
+            )
+        vocab = self.manifest["model"]["vocab_size"]
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise SimulationError(f"token ids must be in [0, {vocab})")
+        r = self.run("prefill", ids, 0, trace=trace)
+        return self.logits("prefill", r), r
+
+    def decode(self, token: int, pos: int, *, trace: bool = False) -> tuple[np.ndarray, RunResult]:
+        r = self.run("decode", np.array([token]), pos, trace=trace)
+        return self.logits("decode", r), r
+
+    def generate(self, ids: np.ndarray, steps: int, *, trace: bool = False) -> Generation:
+        """Prefill, then `steps` greedy decode steps; times come from the cycle model."""
+        max_seq = self.manifest["max_seq"]
+        ids = np.asarray(ids).reshape(-1)
+        if ids.size + steps > max_seq:
+            raise SimulationError(
+                f"{ids.size} prompt tokens + {steps} generated exceed the KV cache of "
+                f"{max_seq} positions", hint="recompile with a larger --max-seq",
+            )
+        logits, r = self.prefill(ids, trace=trace)
+        gen = Generation([], logits, r, self.cost.seconds(r.cycles))
+        tok = int(np.argmax(logits[-1]))
+        for i in range(steps):
+            gen.tokens.append(tok)
+            if i == steps - 1:
+                break
+            step_logits, r = self.decode(tok, ids.size + i)
+            gen.decode_s.append(self.cost.seconds(r.cycles))
+            tok = int(np.argmax(step_logits[-1]))
+        return gen
+
+    def estimate(self, phase: str, pos0: int = 0) -> RunResult:
+        """Modeled timing only: the programs run without moving data."""
+        return self.run(phase, None, pos0)

@@ -1,0 +1,220 @@
+"""The `wsc` command line: compile, simulate, report, opt, demo.
+
+Every failure a user can cause is one message and a non-zero exit code; `--debug` shows the
+traceback. Anything that is not a `WscError` is a bug in wsc and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from wsc.errors import UsageError, WscError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="wsc: compile decoder LLM checkpoints to tile programs for a wafer-scale mesh, "
+         "simulate them, and check them against PyTorch.",
+)
+out = Console()
+err = Console(stderr=True)
+STATE = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    STATE["debug"] = debug
+
+
+def _fail(e: BaseException) -> None:
+    if STATE["debug"]:
+        traceback.print_exception(e)
+    if isinstance(e, WscError):
+        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(e.exit_code)
+    if isinstance(e, KeyboardInterrupt):
+        err.print("[bold red]interrupted[/]")
+        raise typer.Exit(130)
+    err.print(f"[bold red]internal error[/] (a bug in wsc): {type(e).__name__}: {e}\n"
+              "  rerun with `wsc --debug ...` for the traceback", highlight=False)
+    raise typer.Exit(70)
+
+
+# --- compile ----------------------------------------------------------------------------
+
+
+@app.command("compile")
+def compile_cmd(
+    checkpoint: Optional[Path] = typer.Argument(None, help="Hugging Face model directory (config.json + weights)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Bundle directory to write (or .mlir file with --compile-to)."),
+    target: str = typer.Option("wse3", help="wse3, wse2, mesh:WxH or a target .toml file."),
+    dtype: str = typer.Option("fp16", help="Storage dtype: fp16, bf16 or fp32 (accumulation is fp32)."),
+    seq_len: int = typer.Option(64, help="Prefill sequence length."),
+    max_seq: Optional[int] = typer.Option(None, help="KV cache positions for decode (default: the model's context, at most 2048)."),
+    compile_to: str = typer.Option("bundle", help="Stop after graph, kernel, placed or tile and write that IR."),
+    attn_impl: str = typer.Option("sdpa", help="Attention implementation to trace: sdpa or eager."),
+    config: Optional[Path] = typer.Option(None, help="Plan-only: a config.json instead of a checkpoint (needs --no-weights)."),
+    no_weights: bool = typer.Option(False, help="Plan, place and estimate without materialising weights."),
+    place_time: float = typer.Option(20.0, help="Placement time limit in seconds (deterministic)."),
+    print_ir_after_all: bool = typer.Option(False, help="Print the IR after every pass."),
+    dump_ir_to: Optional[Path] = typer.Option(None, help="Write the IR after every pass into this directory."),
+    report: bool = typer.Option(True, help="Write report.html into the bundle."),
+) -> None:
+    """Compile a checkpoint into a bundle: tile programs, weights, placement, report."""
+    from wsc.driver import CompileOptions, Pipeline
+
+    try:
+        if checkpoint is not None and config is not None:
+            raise UsageError("give either a checkpoint or --config, not both")
+        opts = CompileOptions(
+            checkpoint=checkpoint, output=output, target=target, dtype=dtype, seq_len=seq_len,
+            max_seq=max_seq, compile_to=compile_to, attn_implementation=attn_impl,
+            config=config, no_weights=no_weights or config is not None, place_time=place_time,
+            print_ir_after_all=print_ir_after_all, dump_ir_to=dump_ir_to, report=report,
+        )
+        t0 = time.perf_counter()
+        with err.status("compiling") as status:
+            def progress(stage: str) -> None:
+                status.update(f"[bold]{stage}[/] ({time.perf_counter() - t0:.1f}s)")
+                err.print(f"  [dim]{time.perf_counter() - t0:6.1f}s[/] {stage}", highlight=False)
+
+            result = Pipeline(opts, progress).run()
+        what = "bundle" if result.stage == "bundle" else f"{result.stage} IR"
+        err.print(f"[green]wrote {what}[/] {result.output} in {time.perf_counter() - t0:.1f}s"
+                  + (f": {result.kernels} kernels on {result.pes} PEs" if result.kernels else ""))
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every error gets one message
+        _fail(e)
+
+
+# --- simulate ---------------------------------------------------------------------------
+
+
+def _parse_tokens(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UsageError(f"--tokens must be comma-separated integers, got {text!r}") from None
+
+
+@app.command("simulate")
+def simulate_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory written by `wsc compile`."),
+    tokens: Optional[str] = typer.Option(None, help="Prompt token ids, comma separated (default: random, --seed)."),
+    seed: int = typer.Option(0, help="Seed for the random prompt."),
+    check: bool = typer.Option(False, help="Compare with PyTorch eager on the source checkpoint."),
+    generate: int = typer.Option(0, help="Greedy decode steps after prefill."),
+    estimate_only: bool = typer.Option(False, help="Report modeled latency without moving data."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --check (default: the one the bundle was compiled from)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
+    trace: Optional[Path] = typer.Option(None, help="Write a Chrome/Perfetto trace of the prefill."),
+) -> None:
+    """Run a bundle on the simulated wafer; optionally check it against PyTorch."""
+    try:
+        from wsc.simulate import SimulateOptions, simulate
+
+        opts = SimulateOptions(
+            bundle=bundle, tokens=_parse_tokens(tokens) if tokens else None, seed=seed,
+            check=check, generate=generate, estimate_only=estimate_only, checkpoint=checkpoint,
+            trace=trace,
+        )
+        with err.status("simulating"):
+            res = simulate(opts)
+        _print_sim(res)
+        if json_out is not None:
+            json_out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+            err.print(f"[green]wrote[/] {json_out}")
+        if res.get("passed") is False:
+            raise typer.Exit(3)
+    except typer.Exit:
+        raise
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
+        _fail(e)
+
+
+def _print_sim(res: dict) -> None:
+    lines = [f"prefill: {res['cycles']:.0f} cycles = {res['latency_s'] * 1e3:.3f} ms modeled "
+             f"(simulated in {res['sim_wall_s']:.2f}s)"]
+    if "tokens_per_s" in res:
+        lines.append(f"decode: time to first token {res['ttft_s'] * 1e3:.3f} ms, "
+                     f"{res['tokens_per_s']:.0f} tokens/s modeled")
+    if "rel_l2_err" in res:
+        ok = "[green]PASS[/]" if res.get("passed") else "[red]FAIL[/]"
+        lines.append(f"numerics vs torch: rel L2 {res['rel_l2_err']:.2e}, max abs "
+                     f"{res['max_abs_err']:.2e}, top-1 agreement {res['top1_agree']:.3f}  {ok}")
+    if "tokens_match" in res:
+        lines.append(f"generated tokens match transformers: {res['tokens_match']}")
+    for line in lines:
+        out.print(line, highlight=False)
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+@app.command("report")
+def report_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle directory."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file (default: BUNDLE with .html)."),
+) -> None:
+    """Write the placement report of a bundle as one self-contained HTML file."""
+    try:
+        from wsc.report import write_report_for_bundle
+
+        path = write_report_for_bundle(bundle, output)
+        err.print(f"[green]wrote[/] {path}")
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
+        _fail(e)
+
+
+# --- opt --------------------------------------------------------------------------------
+
+
+@app.command("opt")
+def opt_cmd(
+    file: Path = typer.Argument(..., help="Textual IR (.mlir)."),
+    passes: str = typer.Option("", "-p", "--passes", help="Pass pipeline, e.g. 'canonicalize,recognize-attention'."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the result here (default: stdout)."),
+    print_ir_after_all: bool = typer.Option(False, help="Print the IR after every pass."),
+) -> None:
+    """Run a pass pipeline on a textual IR file."""
+    try:
+        from wsc.opt import run_opt
+
+        text = run_opt(file, passes, print_ir_after_all=print_ir_after_all)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
+        _fail(e)
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo_cmd(
+    out_dir: Path = typer.Option(Path("out/demo"), "--out", help="Where the checkpoint, bundle and report go."),
+    target: str = typer.Option("mesh:32x32", help="Target to compile for."),
+) -> None:
+    """Build a small code model, compile it, simulate it with the numerics check, write the report."""
+    try:
+        from wsc.demo import run_demo
+
+        run_demo(out_dir, target, out, err)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
+        _fail(e)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""`wsc compile`: the whole pipeline, top to bottom (DESIGN §2).
+
+    checkpoint → frontend → wsc.graph → graph passes → partition + plan → wsc.kernel
+               → placement → lower → wsc.tile → emit bundle
+
+Each stage verifies the module it produces; `compile_to` stops after a named stage and
+writes that stage's IR instead of a bundle.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
+
+from wsc import __version__
+from wsc.errors import UsageError
+from wsc.ir import print_module
+from wsc.ir.attrs import ints
+from wsc.ir.kernel import SRAM_BUDGET_ATTR, KernelOp
+from wsc.ir.tile import verify_persistent
+from wsc.target import Target, load_target
+
+STAGES = ("graph", "kernel", "placed", "tile", "bundle")
+DTYPES = ("f16", "bf16", "f32")
+DTYPE_ALIASES = {"fp16": "f16", "f16": "f16", "bf16": "bf16", "fp32": "f32", "f32": "f32"}
+
+
+@dataclass
+class CompileOptions:
+    checkpoint: Path | None
+    output: Path
+    target: str = "wse3"
+    dtype: str = "f16"
+    seq_len: int = 64
+    max_seq: int | None = None  # KV cache positions; default: the model's context, capped
+    compile_to: str = "bundle"
+    attn_implementation: str = "sdpa"
+    config: Path | None = None  # plan-only: a config.json instead of a checkpoint
+    no_weights: bool = False
+    place_time: float = 20.0
+    print_ir_after_all: bool = False
+    dump_ir_to: Path | None = None
+    report: bool = True
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPE_ALIASES:
+            raise UsageError(f"unknown --dtype {self.dtype!r}", hint="use fp16, bf16 or fp32")
+        self.dtype = DTYPE_ALIASES[self.dtype]
+        if self.compile_to not in STAGES:
+            raise UsageError(f"unknown --compile-to {self.compile_to!r}",
+                             hint=f"use one of {', '.join(STAGES[:-1])}")
+        if self.seq_len < 1:
+            raise UsageError(f"--seq-len must be positive, got {self.seq_len}")
+        if self.max_seq is not None and self.max_seq < self.seq_len:
+            raise UsageError(f"--max-seq {self.max_seq} is shorter than --seq-len {self.seq_len}")
+        if self.checkpoint is None and self.config is None:
+            raise UsageError("give a checkpoint directory, or --config CONFIG.json with --no-weights")
+        if self.config is not None and not self.no_weights:
+            raise UsageError("--config compiles without weights: add --no-weights")
+        if self.place_time < 0:
+            raise UsageError("--place-time must be >= 0")
+
+
+@dataclass
+class StageLog:
+    name: str
+    seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CompileResult:
+    output: Path
+    stage: str
+    stages: list[StageLog]
+    kernels: int = 0
+    pes: int = 0
+
+
+Progress = Callable[[str], None]
+
+
+class Pipeline:
+    """One compile. The `run` method is the pipeline; the rest are its stages."""
+
+    def __init__(self, opts: CompileOptions, progress: Progress | None = None):
+        opts.validate()
+        self.opts = opts
+        self.target: Target = load_target(opts.target)
+        self.progress = progress or (lambda msg: None)
+        self.stages: list[StageLog] = []
+        self._dump_index = 0
+
+    # --- bookkeeping ----------------------------------------------------------------------
+
+    def stage(self, name: str, fn, *args, **kw):
+        self.progress(name)
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        self.stages.append(StageLog(name, time.perf_counter() - t0))
+        return out
+
+    def dump(self, after: str, module: ModuleOp) -> None:
+        if not (self.opts.print_ir_after_all or self.opts.dump_ir_to):
+            return
+        text = print_module(module)
+        if self.opts.print_ir_after_all:
+            print(f"// -----// IR after {after} //----- //\n{text}")
+        if self.opts.dump_ir_to:
+            d = Path(self.opts.dump_ir_to)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{self._dump_index:02d}-{after}.mlir").write_text(text)
+            self._dump_index += 1
+
+    def stop(self, stage: str, module: ModuleOp) -> CompileResult | None:
+        if self.opts.compile_to != stage:
+            return None
+        out = Path(self.opts.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.partial")
+        tmp.write_text(print_module(module))
+        tmp.replace(out)
+        return CompileResult(out, stage, self.stages)
+
+    # --- the pipeline ---------------------------------------------------------------------
+
+    def run(self) -> CompileResult:
+        from wsc.frontend import load_checkpoint, load_config_only
+        from wsc.frontend.importer import import_model
+        from wsc.passes.graph_pipeline import run_graph_passes
+        from wsc.passes.kernels import LowerCtx
+        from wsc.passes.lower_tile import lower_to_tile
+        from wsc.passes.partition import partition
+        from wsc.passes.plan import plan
+
+        o, t = self.opts, self.target
+        if o.config is not None:
+            loaded = self.stage("load", load_config_only, o.config,
+                                attn_implementation=o.attn_implementation)
+        else:
+            loaded = self.stage("load", load_checkpoint, o.checkpoint,
+                                attn_implementation=o.attn_implementation, no_weights=o.no_weights)
+        imported = self.stage("trace+import", import_model, loaded, o.seq_len)
+        graph = imported.module
+        graph.verify()
+        self.dump("import", graph)
+
+        def after_pass(p, module, _next):
+            if p is not None:
+                self.dump(p.name, module)
+
+        self.stage("graph passes", run_graph_passes, graph, callback=after_pass)
+        graph.verify()
+        if r := self.stop("graph", graph):
+            return r
+
+        max_seq = o.max_seq or min(_context_length(loaded.config), max(o.seq_len, 2048))
+        max_seq = max(max_seq, o.seq_len)
+        ctx = LowerCtx(o.dtype, o.seq_len, max_seq, imported.weights)
+        kmodule = self.stage("partition", partition, graph)
+        kmodule.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
+        self.dump("partition", kmodule)
+        side = min(t.usable_width, t.usable_height)
+        choices = self.stage("plan", plan, kmodule, ctx, t.buffer_budget, side)
+        kmodule.verify()
+        self.dump("plan", kmodule)
+        if r := self.stop("kernel", kmodule):
+            return r
+
+        placement = self.stage("place", place_kernels, kmodule, ctx, t, o.place_time)
+        for k in _kernels(kmodule):
+            k.properties["origin"] = ints(placement.origins[k.kernel_name])
+        kmodule.verify()
+        self.dump("place", kmodule)
+        if r := self.stop("placed", kmodule):
+            return r
+
+        tmodule, shards = self.stage(
+            "lower", lower_to_tile, kmodule, ctx, budget=t.buffer_budget,
+            origins=placement.origins, routes=placement.routes,
+        )
+        tmodule.attributes["wsc.target"] = StringAttr(t.name)
+        tmodule.attributes["wsc.dtype"] = StringAttr(o.dtype)
+        tmodule.verify()
+        verify_persistent(tmodule)
+        self.dump("lower", tmodule)
+        if r := self.stop("tile", tmodule):
+            return r
+
+        pes = sum(c.grid[0] * c.grid[1] for c in choices.values())
+        manifest = self.manifest(loaded, imported, max_seq, tmodule, pes)
+        log = {"stages": [{"name": s.name, **s.stats} for s in self.stages],
+               "kernels": {n: {"grid": list(c.grid), "sram_bytes": c.sram_bytes}
+                           for n, c in choices.items()}}
+        from wsc.codegen.bundle import write_bundle
+
+        report = None
+        if o.report:
+            from wsc.report import render_report
+
+            report = render_report(manifest, placement.json, tmodule)
+        self.stage("emit", write_bundle, o.output, program=tmodule,
+                   shards=None if o.no_weights else shards, placement=placement.json,
+                   manifest=manifest, compile_log=log, report=report)
+        return CompileResult(Path(o.output), "bundle", self.stages, len(choices), pes)
+
+    def manifest(self, loaded, imported, max_seq: int, tmodule: ModuleOp, pes: int) -> dict:
+        o, cfg = self.opts, loaded.config
+        vocab = int(cfg.vocab_size)
+        from wsc.passes.lower_tile import IDS_CHANNEL, LOGITS_CHANNEL
+
+        def io(tokens: int) -> tuple[dict, dict]:
+            return ({"ids": {"channel": IDS_CHANNEL, "shape": [tokens, 1], "dtype": "i32"}},
+                    {"logits": {"channel": LOGITS_CHANNEL, "shape": [tokens, vocab], "dtype": "f32"}})
+
+        pi, po = io(o.seq_len)
+        di, do = io(1)
+        source = str(Path(o.checkpoint).resolve()) if o.checkpoint else str(Path(o.config).resolve())
+        return {
+            "wsc_version": __version__,
+            "name": Path(o.output).name,
+            "target": self.target.as_dict(),
+            "dtype": o.dtype,
+            "phases": ["prefill", "decode"],
+            "seq_len": o.seq_len,
+            "max_seq": max_seq,
+            "weights": not o.no_weights,
+            "model": {"arch": loaded.arch, "vocab_size": vocab,
+                      "layers": int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0)),
+                      "hidden": int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0))},
+            "inputs": {"prefill": pi, "decode": di},
+            "outputs": {"prefill": po, "decode": do},
+            "options": {"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
+                        "max_seq": max_seq, "attn_implementation": o.attn_implementation,
+                        "place_time": o.place_time},
+            "checkpoint": {"path": source, "digest": loaded.digest,
+                           "attn_implementation": o.attn_implementation},
+            "pes_used": pes,
+        }
+
+
+def _kernels(module: ModuleOp) -> list[KernelOp]:
+    return [op for op in module.walk() if isinstance(op, KernelOp)]
+
+
+def _context_length(cfg) -> int:
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return 2048
+
+
+# --- placement adapter ------------------------------------------------------------------
+
+_BLOCK = re.compile(r"\.(?:h|layers|blocks)\.(\d+)\.")
+
+
+@dataclass
+class Placed:
+    origins: dict[str, tuple[int, int]]
+    routes: dict
+    json: dict
+
+
+def place_kernels(kmodule: ModuleOp, ctx, target: Target, time_limit: float) -> Placed:
+    from wsc.passes.lower_tile import HOST, KernelGraph, Route, edge_bytes
+    from wsc.placement import EdgeSpec, KernelSpec, place
+
+    kg = KernelGraph.of(kmodule)
+    specs = []
+    for k in kg.kernels:
+        module = k.source[1]
+        m = _BLOCK.search(module + ".")
+        block = int(m[1]) if m else None
+        role = module[m.end():] if m else ""
+        role = f"{role}:{k.KIND}" if role else ""
+        specs.append(KernelSpec(k.kernel_name, k.KIND, (k.grid_shape,), block, role))
+    merged: dict[tuple[str, str, int], int] = {}
+    for e in kg.edges:
+        if e.src == HOST:
+            continue
+        key = (e.src, e.dst, e.output)
+        merged[key] = merged.get(key, 0) + edge_bytes(e, kg, ctx.seq_len, ctx.dtype)
+    edges = [EdgeSpec(s, d, b, tensor=str(out)) for (s, d, out), b in merged.items()]
+    result = place(specs, edges, width=target.usable_width, height=target.usable_height,
+                   time_limit=time_limit, colors=target.colors)
+    js = result.to_json()
+    origins = {n: tuple(k["origin"]) for n, k in js["kernels"].items()}
+    shapes = {k.kernel_name: k.grid_shape for k in kg.kernels}
+    routes = {}
+    for e in js["edges"]:
+        s, d = e["src"], e["dst"]
+        lanes = min(shapes[s][0], shapes[d][0])
+        routes[(s, d)] = Route(e["hops"], lanes, e.get("max_link_load_bytes", 0), e.get("color"),
+                               e.get("order", ""))
+    return Placed(origins, routes, js)
+
+
+__all__ = ["CompileOptions", "CompileResult", "Pipeline", "asdict"]
