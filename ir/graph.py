@@ -64,11 +64,17 @@ class GraphOp(IRDLOperation):
     irdl_options = (ParsePropInAttrDict(),)
 
     @property
-    def location(self) -> tuple[str, str]:
+    def location(self) -> tuple[str, str]:  # type: ignore[override]
         """(FX node, module path) this op came from; empty strings when unknown."""
         fx = self.fx.data if self.fx is not None else ""
         module = self.module.data if self.module is not None else ""
         return fx, module
+
+    @location.setter
+    def location(self, value) -> None:
+        # xDSL assigns its own `location` (a LocationAttr) when it creates or clones an op;
+        # the source location of a graph op lives in its `fx`/`module` properties instead.
+        self._xdsl_location = value
 
     def set_location(self, fx: str, module: str) -> None:
         self.properties["fx"] = StringAttr(fx)
@@ -94,11 +100,16 @@ def _fmt(operands: str) -> str:
 
 @irdl_op_definition
 class WeightOp(GraphOp):
-    """A named tensor of the weight store; `transpose` reads it as its 2-D transpose."""
+    """A named tensor of the weight store; `transpose` reads it as its 2-D transpose.
+
+    `causal_mask` marks a folded constant the frontend proved to be exactly a causal attention
+    mask (boolean lower triangle, or additive 0 / -inf): attention recognition relies on it,
+    since passes do not see weight values."""
 
     name = "wsc.graph.weight"
     weight_name = prop_def(StringAttr, prop_name="name")
     transpose = opt_prop_def(UnitAttr)
+    causal_mask = opt_prop_def(UnitAttr)
     result = result_def(TensorType)
     traits = traits_def(Pure())
     assembly_format = "$name attr-dict `:` type($result)"
@@ -565,3 +576,9 @@ GRAPH_OPS = [
 ]
 
 WscGraph = Dialect("wsc.graph", GRAPH_OPS, [])
+
+
+def make(cls: type[GraphOp], operands: Sequence[SSAValue], result_type, **props) -> GraphOp:
+    """Create a `wsc.graph` op of class `cls`; properties given as `None` are left out."""
+    properties = {k: v for k, v in props.items() if v is not None}
+    return cls.create(operands=list(operands), result_types=[result_type], properties=properties)
