@@ -176,7 +176,8 @@ class ProgramRun:
         start = self._ready(fr, ins)
         fr.waiting += start - fr.clock
         if fr.functional:
-            ins.run(fr)
+            with np.errstate(all="ignore"):  # padding lanes may divide by zero; see _finite
+                ins.run(fr)
         cycles = ins.cycles(fr)
         if ins.kind == "async":
             # the transfer runs beside the compute that follows; its target is ready later
@@ -195,13 +196,23 @@ class ProgramRun:
             self._event(fr, ins, ins.kind, start, fr.clock)
         if self.check_finite:
             for w in ins.writes:
-                b = fr.buf(w)
-                if b.view.dtype.kind == "f" or b.dtype == "bf16":
-                    if not np.isfinite(b.view.astype(np.float32)).all():
-                        raise SimulationError(
-                            f"NaN/Inf first produced by {ins.op.name} in region {fr.region} "
-                            f"(kernel {fr.kernel}), in buffer {b.name}"
-                        )
+                self._finite(fr, ins, fr.buf(w))
+
+    @staticmethod
+    def _finite(fr: Frame, ins: Instr, b: Buffer) -> None:
+        """NaN/Inf in a buffer's real elements is an error; padding lanes are don't-care."""
+        if b.dtype not in ("f32", "f16", "bf16"):
+            return
+        v = b.view.astype(np.float32)
+        if b.layout is not None and len(b.dims) == 2:
+            rows = b.layout.valid(0, b.rot)[:, :, :, None]
+            cols = b.layout.valid(1, b.rot)[:, :, None, :]
+            v = np.where(rows & cols, v, 0.0)
+        if not np.isfinite(v).all():
+            raise SimulationError(
+                f"NaN/Inf first produced by {ins.op.name} in region {fr.region} "
+                f"(kernel {fr.kernel}), in buffer {b.name}"
+            )
 
     def _send(self, fr: Frame, ins: Instr) -> None:
         ch = self.program.channels[ins.channel]
@@ -252,26 +263,32 @@ class ProgramRun:
             blocked[name] = ins
             self.waiting_on[ins.channel] = name
         if blocked:
-            lines = []
-            for name, ins in sorted(blocked.items()):
-                ch = self.program.channels.get(ins.channel)
-                src = ch.src.data if ch is not None else "?"
-                region = next(r for r in self.program.regions if r.name == name)
-                module = region.op.module.data if region.op.module is not None else ""
-                lines.append(
-                    f"  region {name} ({region.op.kernel.data} at {module or '?'}) waits in "
-                    f"{ins.op.name} for channel {ins.channel} from {src}, which never sends it"
-                )
-            raise SimulationError(
-                f"deadlock in program {self.program.name}: a receive has no matching send\n"
-                + "\n".join(lines)
-            )
+            raise SimulationError(self._deadlock(blocked))
         self._check_persistent(frames)
         stats = {
             n: RegionStats(f.clock, f.compute, f.fabric, f.waiting) for n, f in frames.items()
         }
         end = max([s.end for s in stats.values()] + [self.output_time])
         return RunResult(self.outputs, end, stats, self.events)
+
+    def _deadlock(self, blocked: dict[str, Instr]) -> str:
+        regions = {r.name: r for r in self.program.regions}
+        lines = []
+        for name, ins in sorted(blocked.items()):
+            ch = self.program.channels.get(ins.channel)
+            src = ch.src.data if ch is not None else "?"
+            if src in blocked:
+                why = f"which is itself waiting for channel {blocked[src].channel}"
+            elif src == t.HOST:
+                why = "which the host did not provide"
+            else:
+                why = "which finished without sending it"
+            op = regions[name].op
+            module = op.module.data if op.module is not None else "?"
+            lines.append(f"  region {name} ({op.kernel.data} at {module}) waits in {ins.op.name} "
+                         f"for channel {ins.channel} from {src}, {why}")
+        return (f"deadlock in program {self.program.name}: receives that no send can match\n"
+                + "\n".join(lines))
 
     def _check_persistent(self, frames: dict[str, Frame]) -> None:
         for fr in frames.values():

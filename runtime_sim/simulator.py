@@ -7,6 +7,7 @@ generation takes the argmax of each step's last logits row on the host.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class Simulator:
     """The machine state of one bundle: its programs, its regions' SRAM, its cost model."""
 
     def __init__(self, module: ModuleOp, manifest: dict, placement: dict, *,
-                 weights: Path | None = None, functional: bool = True,
+                 weights: Path | Mapping[str, np.ndarray] | None = None, functional: bool = True,
                  check_finite: bool = True, origin: str = "<module>"):
         self.manifest = manifest
         self.origin = origin
@@ -99,11 +100,14 @@ class Simulator:
             mem.reserve(RegionMemory.high_water(ops))
             self.memory[name] = mem
 
-    def _load_weights(self, path: Path) -> None:
-        try:
-            weights = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise BundleError(f"{path} is corrupt: {e}") from None
+    def _load_weights(self, source: Path | Mapping[str, np.ndarray]) -> None:
+        if isinstance(source, Mapping):
+            weights = source
+        else:
+            try:
+                weights = load_file(str(source))
+            except (SafetensorError, OSError, ValueError) as e:
+                raise BundleError(f"{source} is corrupt: {e}") from None
         loaded: set[tuple[str, str]] = set()
         for prog in self.programs.values():
             for r in prog.regions:
