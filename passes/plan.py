@@ -1,73 +1,198 @@
-"""Choosing each kernel's PE grid (DESIGN §6, partitioning).
+"""Partition planning: each kernel's PE grid (DESIGN §6).
 
-A candidate grid is feasible when the kernel's tile programs — actually lowered, for both
-phases — fit the per-PE SRAM budget. Kernels with the same signature (kind, shapes,
-attributes: every block of a transformer repeats them) are planned once.
+For every kernel, candidate grids are lowered for real — both phases — and kept if the tile
+programs fit the per-PE SRAM budget; each feasible candidate is then timed by the simulator's
+cycle model on its own (inputs ready, outputs streamed off). Kernels with the same signature
+(every transformer block repeats its kernels) are evaluated once and share one choice.
+
+The choice is a multiple-choice knapsack solved exactly with OR-Tools CP-SAT: one grid per
+kernel group, the sum of PEs within the mesh's capacity, minimising the modeled latency of a
+request — one prefill plus `plan_tokens` decode steps (kernels of a decoder run one after the
+other, so their times add). `strategy="min-pes"` instead takes the smallest feasible grid of
+every kernel: the baseline the optimiser is measured against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 
 from wsc.errors import CapacityError
 from wsc.ir.attrs import ints, shape_of
 from wsc.ir.kernel import KernelOp
-from wsc.passes.kernels import LowerCtx, algorithm, footprint
+from wsc.passes.kernels import PHASES, LowerCtx, algorithm, build_region
+from wsc.runtime_sim.scheduler import estimate_region
+from wsc.runtime_sim.timing import CostModel
+from wsc.target import Target
+
+STRATEGIES = ("latency", "min-pes")
 
 
 def signature(k: KernelOp) -> tuple:
     """What determines a kernel's tile program, apart from weight values and names."""
-    skip = {"sym_name", "fx", "module", "grid", "sram_bytes", "weight", "bias", "gamma", "beta",
-            "table", "position_table", "rope_inv_freq"}
+    skip = {"sym_name", "fx", "module", "grid", "sram_bytes", "origin", "weight", "bias",
+            "gamma", "beta", "table", "position_table", "rope_inv_freq"}
     props = tuple(sorted((n, str(v)) for n, v in k.properties.items() if n not in skip))
+    presence = tuple(n for n in ("bias", "beta", "position_table", "rope_inv_freq") if n in k.properties)
     shapes = tuple(shape_of(v.type) for v in (*k.inputs, *k.extras))
     epi = tuple(op.name for op in k.epilogue.block.ops)
-    return (k.name, props, shapes, epi, k.bias is not None if hasattr(k, "bias") else None)
+    return (k.name, props, presence, shapes, epi)
 
 
 @dataclass(frozen=True)
-class Choice:
+class Candidate:
     grid: tuple[int, int]
     sram_bytes: int
+    prefill_cycles: float
+    decode_cycles: float
+
+    @property
+    def pes(self) -> int:
+        return self.grid[0] * self.grid[1]
 
 
-def _by_area(grids: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    yield from sorted(grids, key=lambda rc: (rc[0] * rc[1], abs(rc[0] - rc[1]), rc))
+@dataclass
+class Group:
+    """Kernels sharing one signature, and therefore one grid."""
+
+    kernels: list[KernelOp]
+    candidates: list[Candidate] = field(default_factory=list)
+    choice: Candidate | None = None
 
 
-def smallest_fit(k: KernelOp, ctx: LowerCtx, budget: int, max_side: int) -> Choice:
-    """The feasible grid with the fewest PEs."""
-    grids = algorithm(k).grids(k, max_side)
-    last = None
-    for grid in _by_area(grids):
-        need = footprint(k, grid, ctx, budget)
-        if need <= budget:
-            return Choice(grid, need)
-        last = (grid, need)
+def evaluate(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int,
+             cost: CostModel) -> Candidate | None:
+    """Lower `k` on `grid` for both phases; None if it does not fit SRAM."""
+    need, cycles = 0, {}
+    for phase in PHASES:
+        b = build_region(k, grid, ctx, phase, budget=budget)
+        need = max(need, b.allocate())
+        if need > budget:
+            return None
+        pos0 = ctx.seq_len if phase == "decode" else 0  # decode right after the prompt
+        cycles[phase] = estimate_region(b.finish((0, 0)), cost, pos0).cycles
+    return Candidate(grid, need, cycles["prefill"], cycles["decode"])
+
+
+def _area_order(grids) -> list[tuple[int, int]]:
+    return sorted(set(grids), key=lambda rc: (rc[0] * rc[1], abs(rc[0] - rc[1]), rc))
+
+
+def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, target: Target, *,
+               exhaustive: bool) -> list[Candidate]:
+    """Feasible candidates. Without `exhaustive`, only the smallest feasible grid."""
+    grids = [g for g in algorithm(k).grids(k, target.usable_height, target.usable_width)
+             if g[0] <= target.usable_height and g[1] <= target.usable_width]
+    out = []
+    smallest = None
+    for grid in _area_order(grids):
+        if smallest is not None and not exhaustive:
+            break
+        c = evaluate(k, grid, ctx, budget, cost)
+        if c is None:
+            continue
+        smallest = smallest or c
+        out.append(c)
+    if not out:
+        raise _does_not_fit(k, grids, ctx, budget)
+    return pareto(out)
+
+
+def pareto(cands: list[Candidate], plan_tokens: int = 128) -> list[Candidate]:
+    """Drop candidates that another one beats on both PEs and modeled time."""
+    cands = sorted(cands, key=lambda c: (c.pes, _time(c, plan_tokens)))
+    out, best = [], math.inf
+    for c in cands:
+        t = _time(c, plan_tokens)
+        if t < best:
+            out.append(c)
+            best = t
+    return out
+
+
+def _time(c: Candidate, plan_tokens: int) -> float:
+    return c.prefill_cycles + plan_tokens * c.decode_cycles
+
+
+def _does_not_fit(k: KernelOp, grids, ctx: LowerCtx, budget: int) -> CapacityError:
     fx, module = k.source
-    grid, need = last if last else ((0, 0), 0)
-    raise CapacityError(
+    largest = max(grids, key=lambda g: g[0] * g[1]) if grids else (1, 1)
+    need = max(build_region(k, largest, ctx, p, budget=budget).allocate() for p in PHASES)
+    return CapacityError(
         f"kernel {k.kernel_name} ({k.KIND} at {module or '?'}) does not fit: on its largest "
-        f"grid {grid[0]}x{grid[1]} it needs {need} bytes of SRAM per PE, the budget is {budget}",
-        hint="choose a larger target, a smaller --seq-len/--max-seq, or a narrower dtype",
+        f"grid, {largest[0]}x{largest[1]} PEs, it needs {need} bytes of SRAM per PE; the budget "
+        f"is {budget}",
+        hint="choose a larger target, a smaller --seq-len/--max-seq, or a narrower --dtype",
     )
 
 
-def plan(kmodule: ModuleOp, ctx: LowerCtx, budget: int, max_side: int) -> dict[str, Choice]:
+def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: float = 10.0) -> None:
+    """Pick one candidate per group: minimise Σ time, Σ PEs ≤ capacity (CP-SAT, exact)."""
+    from ortools.sat.python import cp_model
+
+    smallest = sum(len(g.kernels) * g.candidates[0].pes for g in groups)
+    if smallest > capacity:
+        raise CapacityError(
+            f"the model needs {smallest} PEs at least (every kernel on its smallest grid that "
+            f"fits SRAM) but the target offers {capacity} for kernels",
+            hint="choose a larger target, or a narrower --dtype",
+        )
+    m = cp_model.CpModel()
+    scale = max(1.0, max(_time(c, plan_tokens) for g in groups for c in g.candidates) / 1e6)
+    xs = []
+    pes, obj = [], []
+    for gi, g in enumerate(groups):
+        row = [m.NewBoolVar(f"g{gi}c{ci}") for ci in range(len(g.candidates))]
+        m.AddExactlyOne(row)
+        xs.append(row)
+        for x, c in zip(row, g.candidates):
+            pes.append(len(g.kernels) * c.pes * x)
+            obj.append(int(round(len(g.kernels) * _time(c, plan_tokens) / scale)) * x)
+    m.Add(sum(pes) <= capacity)
+    m.Minimize(sum(obj))
+    for row in xs:  # hint: smallest grids (always feasible)
+        for i, x in enumerate(row):
+            m.AddHint(x, i == 0)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = 0
+    solver.parameters.max_deterministic_time = time_limit
+    status = solver.Solve(m)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        for g in groups:
+            g.choice = g.candidates[0]
+        return
+    for g, row in zip(groups, xs):
+        g.choice = next(c for c, x in zip(g.candidates, row) if solver.Value(x))
+
+
+def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "latency",
+         capacity_fraction: float = 0.85, plan_tokens: int = 128) -> dict[str, Candidate]:
     """Choose every kernel's grid and record it (`grid`, `sram_bytes`) on the kernel op."""
-    memo: dict[tuple, Choice] = {}
-    out: dict[str, Choice] = {}
+    budget = target.buffer_budget
+    cost = CostModel(target)
+    groups: dict[tuple, Group] = {}
     for k in kmodule.walk():
-        if not isinstance(k, KernelOp):
-            continue
-        sig = signature(k)
-        if sig not in memo:
-            memo[sig] = smallest_fit(k, ctx, budget, max_side)
-        choice = memo[sig]
-        k.properties["grid"] = ints(choice.grid)
-        k.properties["sram_bytes"] = IntegerAttr(choice.sram_bytes, i64)
-        out[k.kernel_name] = choice
+        if isinstance(k, KernelOp):
+            groups.setdefault(signature(k), Group([])).kernels.append(k)
+    for g in groups.values():
+        g.candidates = candidates(g.kernels[0], ctx, budget, cost, target,
+                                  exhaustive=strategy == "latency")
+    glist = list(groups.values())
+    if strategy == "latency":
+        select(glist, int(target.pe_count * capacity_fraction), plan_tokens)
+    else:
+        for g in glist:
+            g.choice = g.candidates[0]
+            need = sum(len(x.kernels) * x.candidates[0].pes for x in glist)
+            if need > target.pe_count:
+                raise CapacityError(f"the model needs {need} PEs; the target has {target.pe_count}")
+    out: dict[str, Candidate] = {}
+    for g in glist:
+        for k in g.kernels:
+            k.properties["grid"] = ints(g.choice.grid)
+            k.properties["sram_bytes"] = IntegerAttr(g.choice.sram_bytes, i64)
+            out[k.kernel_name] = g.choice
     return out

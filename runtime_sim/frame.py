@@ -24,10 +24,28 @@ class Frame:
     pos0: int  # the program's first token position (0 for prefill, p for decode)
     functional: bool = True  # False: estimate-only, move no data
     clock: float = 0.0
-    # cycles by category, for the latency breakdown
+    # cycles by category spent by this region, for utilisation
     compute: float = 0.0
     fabric: float = 0.0
     waiting: float = 0.0
+    # the critical path that ends at `clock`, by category: (compute, fabric, waiting); its
+    # sum is always `clock`. A receive that had to wait adopts the sender's path.
+    path: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def advance(self, cycles: float, category: int) -> None:
+        """Move the clock forward by `cycles` spent on `category` (0 compute, 1 fabric, 2 wait)."""
+        if cycles <= 0:
+            return
+        self.clock += cycles
+        p = list(self.path)
+        p[category] += cycles
+        self.path = (p[0], p[1], p[2])
+        if category == 0:
+            self.compute += cycles
+        elif category == 1:
+            self.fabric += cycles
+        else:
+            self.waiting += cycles
 
     def buf(self, v: SSAValue) -> Buffer:
         return self.bufs[v]

@@ -15,6 +15,7 @@ when its last result reaches the host.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class RunResult:
     outputs: dict[str, np.ndarray]
     cycles: float
     regions: dict[str, RegionStats]
+    critical: dict[str, float]  # the latency, split along its critical path
     events: list[Event] = field(default_factory=list)
 
 
@@ -115,6 +117,7 @@ class ProgramRun:
         self.runnable: deque[str] = deque()
         self.outputs: dict[str, np.ndarray] = {}
         self.output_time = 0.0
+        self.output_path = (0.0, 0.0, 0.0)
         self.events: list[Event] = []
         for name, ch in program.channels.items():
             if ch.src.data == t.HOST:
@@ -149,15 +152,15 @@ class ProgramRun:
     def _exec(self, fr: Frame, instrs: list[Instr]) -> Iterator[Instr]:
         for ins in instrs:
             if ins.kind == "loop":
-                for _ in range(ins.count):
-                    yield from self._exec(fr, ins.body)
+                yield from self._loop(fr, ins)
             elif ins.kind == "recv":
                 while ins.channel not in self.mail:
                     yield ins
                 msg = self.mail[ins.channel]
                 start = fr.clock
-                fr.clock = max(fr.clock, msg.arrival)
-                fr.waiting += fr.clock - start
+                if msg.arrival > fr.clock:
+                    fr.waiting += msg.arrival - fr.clock
+                    fr.clock, fr.path = msg.arrival, msg.path
                 self._event(fr, ins, "wait", start, fr.clock)
                 unpack(fr, ins, msg)
                 fr.buf(ins.writes[0]).ready = fr.clock
@@ -165,6 +168,33 @@ class ProgramRun:
                 self._send(fr, ins)
             else:
                 self._step(fr, ins)
+
+    STEADY = 3  # iterations after which a data-free loop is in steady state
+
+    def _loop(self, fr: Frame, ins: Instr) -> Iterator[Instr]:
+        """Run a loop. When only estimating, and the body moves no messages, iterations after
+        the first few repeat the same timing exactly, so the rest are added in one step."""
+        count = ins.count
+        shortcut = (not fr.functional and count > self.STEADY
+                    and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
+        if not shortcut:
+            for _ in range(count):
+                yield from self._exec(fr, ins.body)
+            return
+        for _ in range(self.STEADY - 1):
+            yield from self._exec(fr, ins.body)
+        before = (fr.clock, fr.path, fr.compute, fr.fabric, fr.waiting)
+        yield from self._exec(fr, ins.body)
+        n = count - self.STEADY
+        d_clock = fr.clock - before[0]
+        fr.path = tuple(p + n * (p - q) for p, q in zip(fr.path, before[1]))  # type: ignore[assignment]
+        fr.compute += n * (fr.compute - before[2])
+        fr.fabric += n * (fr.fabric - before[3])
+        fr.waiting += n * (fr.waiting - before[4])
+        for b in fr.bufs.values():
+            if b.ready > before[0]:
+                b.ready += n * d_clock
+        fr.clock += n * d_clock
 
     def _ready(self, fr: Frame, ins: Instr) -> float:
         ready = fr.clock
@@ -174,7 +204,7 @@ class ProgramRun:
 
     def _step(self, fr: Frame, ins: Instr) -> None:
         start = self._ready(fr, ins)
-        fr.waiting += start - fr.clock
+        fr.advance(start - fr.clock, 2)  # an asynchronous transfer was not hidden
         if fr.functional:
             with np.errstate(all="ignore"):  # padding lanes may divide by zero; see _finite
                 ins.run(fr)
@@ -184,15 +214,10 @@ class ProgramRun:
             issue = self.cost.target.instruction_overhead_cycles
             for w in ins.writes:
                 fr.buf(w).ready = start + cycles
-            fr.clock = start + issue
-            fr.fabric += issue
+            fr.advance(issue, 1)
             self._event(fr, ins, "fabric", start, start + cycles)
         else:
-            fr.clock = start + cycles
-            if ins.kind == "fabric":
-                fr.fabric += cycles
-            else:
-                fr.compute += cycles
+            fr.advance(cycles, 1 if ins.kind == "fabric" else 0)
             self._event(fr, ins, ins.kind, start, fr.clock)
         if self.check_finite:
             for w in ins.writes:
@@ -217,16 +242,18 @@ class ProgramRun:
     def _send(self, fr: Frame, ins: Instr) -> None:
         ch = self.program.channels[ins.channel]
         start = self._ready(fr, ins)
-        fr.waiting += start - fr.clock
+        fr.advance(start - fr.clock, 2)
         data = pack(fr, ins)
         b = fr.buf(ins.reads[0])
         shape = b.layout.shape if b.layout is not None else (0, 0)
         nbytes = ch.nbytes.value.data
         if ch.dst.data == t.HOST:
-            # results leave the wafer through its edge I/O; the host read is not modelled
+            # results stream off the region, one lane per row of PEs, to the wafer's edge I/O
             self.outputs[ins.channel] = data
-            self.output_time = max(self.output_time, start)
-            fr.clock = start
+            fr.advance(self.cost.stream(nbytes, 0, lanes=fr.grid[0]), 1)
+            self._event(fr, ins, "send", start, fr.clock)
+            if fr.clock >= self.output_time:
+                self.output_time, self.output_path = fr.clock, fr.path
             return
         hops = ch.hops.value.data if ch.hops is not None else 0
         lanes = ch.lanes.value.data if ch.lanes is not None else 1
@@ -235,10 +262,10 @@ class ProgramRun:
         body = self.cost.stream(nbytes, 0, lanes=lanes, contention=contention) - 2 * \
             self.cost.target.ramp_latency_cycles
         total = self.cost.stream(nbytes, hops, lanes=lanes, contention=contention)
-        fr.clock = start + body  # the sender streams the data out
-        fr.fabric += body
+        path = (fr.path[0], fr.path[1] + total, fr.path[2])
+        fr.advance(body, 1)  # the sender streams the data out
         self._event(fr, ins, "send", start, fr.clock)
-        self.mail[ins.channel] = Message(data, shape, start + total)
+        self.mail[ins.channel] = Message(data, shape, start + total, path)
         waiter = self.waiting_on.pop(ins.channel, None)
         if waiter is not None:
             self.runnable.append(waiter)
@@ -268,8 +295,13 @@ class ProgramRun:
         stats = {
             n: RegionStats(f.clock, f.compute, f.fabric, f.waiting) for n, f in frames.items()
         }
-        end = max([s.end for s in stats.values()] + [self.output_time])
-        return RunResult(self.outputs, end, stats, self.events)
+        last = max(frames.values(), key=lambda f: f.clock)
+        if self.output_time >= last.clock:
+            end, path = self.output_time, self.output_path
+        else:
+            end, path = last.clock, last.path
+        critical = {"compute": path[0], "fabric": path[1], "waiting": path[2]}
+        return RunResult(self.outputs, end, stats, critical, self.events)
 
     def _deadlock(self, blocked: dict[str, Instr]) -> str:
         regions = {r.name: r for r in self.program.regions}
@@ -299,3 +331,37 @@ class ProgramRun:
                         f"{'rotated by ' + str(b.rot) if b.rot != (0, 0) else 'swapped out of its home'}"
                         ": the next run would see scrambled data"
                     )
+
+
+def estimate_region(region: t.RegionOp, cost: CostModel, pos0: int = 0) -> RunResult:
+    """Modeled time of one region on its own: its inputs are ready at cycle 0 and its results
+    stream to the host. The planner uses this to compare grids."""
+    from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
+    from xdsl.ir import Block, Region
+
+    name = region.sym_name.data
+    chans = []
+    for op in region.walk():
+        if isinstance(op, (t.RecvOp, t.SendOp)):
+            src, dst = (t.HOST, name) if isinstance(op, t.RecvOp) else (name, t.HOST)
+            nbytes = buffer_nbytes(op.dst if isinstance(op, t.RecvOp) else op.src)
+            chans.append(t.ChannelOp.create(properties={
+                "sym_name": StringAttr(op.channel.data), "src": StringAttr(src),
+                "dst": StringAttr(dst), "bytes": IntegerAttr(nbytes, i64)}))
+    prog = t.ProgramOp.create(
+        properties={"sym_name": StringAttr("estimate"), "phase": StringAttr("estimate"),
+                    "tokens": IntegerAttr(0, i64)},
+        regions=[Region(Block([region, *chans]))],
+    )
+    loaded = LoadedProgram.load(prog)
+    inputs = {c: None for c, ch in loaded.channels.items() if ch.src.data == t.HOST}
+    return ProgramRun(loaded, {}, cost, pos0=pos0, inputs=inputs, functional=False).run()
+
+
+def buffer_nbytes(v: SSAValue) -> int:
+    """Bytes of the global matrix a buffer holds (its layout's shape), or of one PE's tile."""
+    b = t.buffer_of(v)
+    per = b.nbytes // max(1, math.prod(b.dims))
+    if b.layout is not None:
+        return math.prod(b.layout.data.shape) * per
+    return b.nbytes

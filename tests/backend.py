@@ -27,13 +27,13 @@ def manifest_for(target, dtype: str, seq: int, max_seq: int, vocab: int) -> dict
 
 
 def lower_graph(graph, weights, *, target="mesh:32x32", dtype="f32", seq=16, max_seq=32,
-                grids: dict | None = None):
+                grids: dict | None = None, strategy: str = "min-pes"):
     """(tile module, shards, manifest) of a canonical graph; `grids` overrides the planner."""
     t = load_target(target)
     km = partition(graph)
     km.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
     ctx = LowerCtx(dtype, seq, max_seq, weights)
-    plan(km, ctx, t.buffer_budget, min(t.usable_width, t.usable_height))
+    plan(km, ctx, t, strategy=strategy)
     origins, x, y, row_h = {}, 0, 0, 0
     for k in km.walk():
         if not isinstance(k, KernelOp):

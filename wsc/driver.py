@@ -44,6 +44,7 @@ class CompileOptions:
     config: Path | None = None  # plan-only: a config.json instead of a checkpoint
     no_weights: bool = False
     place_time: float = 20.0
+    plan: str = "latency"  # or "min-pes": the smallest grid that fits, per kernel
     print_ir_after_all: bool = False
     dump_ir_to: Path | None = None
     report: bool = True
@@ -151,9 +152,8 @@ class Pipeline:
         graph.verify()
         self.dump("import", graph)
 
-        def after_pass(p, module, _next):
-            if p is not None:
-                self.dump(p.name, module)
+        def after_pass(p, module):
+            self.dump(p.name, module)
 
         self.stage("graph passes", run_graph_passes, graph, callback=after_pass)
         graph.verify()
@@ -166,8 +166,7 @@ class Pipeline:
         kmodule = self.stage("partition", partition, graph)
         kmodule.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
         self.dump("partition", kmodule)
-        side = min(t.usable_width, t.usable_height)
-        choices = self.stage("plan", plan, kmodule, ctx, t.buffer_budget, side)
+        choices = self.stage("plan", plan, kmodule, ctx, t, strategy=o.plan)
         kmodule.verify()
         self.dump("plan", kmodule)
         if r := self.stop("kernel", kmodule):

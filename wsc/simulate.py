@@ -30,13 +30,10 @@ class SimulateOptions:
     trace: Path | None = None
 
 
-def breakdown(r: RunResult) -> dict[str, float]:
-    """Cycles by category summed over regions (how busy the wafer was, not the latency)."""
-    return {
-        "compute": sum(s.compute for s in r.regions.values()),
-        "fabric": sum(s.fabric for s in r.regions.values()),
-        "waiting": sum(s.waiting for s in r.regions.values()),
-    }
+def breakdown(r: RunResult, clock_hz: float) -> dict[str, float]:
+    """The latency split along its critical path, in seconds: compute, fabric (collectives,
+    shifts, transfers between regions) and waiting (transfers compute did not hide)."""
+    return {k: v / clock_hz for k, v in r.critical.items()}
 
 
 def simulate(o: SimulateOptions) -> dict:
@@ -61,7 +58,7 @@ def simulate(o: SimulateOptions) -> dict:
     else:
         logits, prefill = sim.prefill(ids, trace=o.trace is not None)
     res.update(cycles=prefill.cycles, latency_s=sim.cost.seconds(prefill.cycles),
-               breakdown=breakdown(prefill))
+               breakdown=breakdown(prefill, sim.target.clock_hz))
     res["sim_wall_s"] = time.perf_counter() - t0
     if o.trace is not None:
         write_trace(o.trace, prefill, sim.cost.target.clock_hz)
@@ -100,7 +97,8 @@ def _estimate(o: SimulateOptions, t0: float) -> dict:
         "ttft_s": sim.cost.seconds(pre.cycles),
         "decode_cycles": dec.cycles, "decode_latency_s": dec_s,
         "tokens_per_s": 1.0 / dec_s if dec_s > 0 else 0.0,
-        "breakdown": breakdown(pre), "decode_breakdown": breakdown(dec),
+        "breakdown": breakdown(pre, sim.target.clock_hz),
+        "decode_breakdown": breakdown(dec, sim.target.clock_hz),
         "sim_wall_s": time.perf_counter() - t0,
     }
 

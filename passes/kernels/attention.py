@@ -20,7 +20,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import AttentionKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.kernels.common import M_INIT, REDUCE_LEVELS, LowerCtx, lower_epilogue
+from wsc.passes.kernels.common import M_INIT, REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue
 from wsc.passes.tile_builder import RegionBuilder
 
 
@@ -40,10 +40,11 @@ def layouts(k: AttentionKernel, grid: tuple[int, int], ctx: LowerCtx, phase: str
     return q, kv, q, cache
 
 
-def grids(k: AttentionKernel, max_side: int) -> list[tuple[int, int]]:
+def grids(k: AttentionKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
+    """Columns divide the KV heads (K/V is never copied); rows stripe the tokens."""
     _, KV, _ = dims(k)
-    cols = [c for c in range(1, KV + 1) if KV % c == 0]
-    return [(r, c) for c in cols for r in range(1, max_side + 1)]
+    cols = [c for c in range(1, min(KV, max_w) + 1) if KV % c == 0]
+    return [(r, c) for c in cols for r in ladder(min(max_h, 4096))]
 
 
 def lower(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, phase: str) -> None:

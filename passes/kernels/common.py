@@ -47,6 +47,15 @@ class LowerCtx:
         return read
 
 
+def ladder(hi: int, dense: int = 8, ratio: float = 1.25) -> list[int]:
+    """Candidate extents: every value up to `dense`, then geometric steps up to `hi`."""
+    out, v = list(range(1, min(dense, hi) + 1)), float(dense)
+    while out and out[-1] < hi:
+        v = max(v * ratio, out[-1] + 1)
+        out.append(min(hi, int(round(v))))
+    return out
+
+
 def row_vector(layout: Layout, n: int) -> Layout:
     """A length-`n` vector broadcast over rows, split like `layout`'s columns."""
     return Layout((1, n), layout.grid, REPLICATED, layout.cols)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import EltwiseKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.kernels.common import LowerCtx, lower_epilogue
+from wsc.passes.kernels.common import LowerCtx, ladder, lower_epilogue
 from wsc.passes.tile_builder import RegionBuilder
 
 
@@ -16,9 +16,9 @@ def layouts(k: EltwiseKernel, grid: tuple[int, int], ctx: LowerCtx, phase: str):
     return lay, lay
 
 
-def grids(k: EltwiseKernel, max_side: int) -> list[tuple[int, int]]:
+def grids(k: EltwiseKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
     S, F = k.core_shape()
-    return [(r, c) for r in range(1, min(S, max_side) + 1) for c in range(1, min(F, max_side) + 1)]
+    return [(r, c) for r in ladder(min(S, max_h), 4, 1.5) for c in ladder(min(F, max_w), 4, 1.5)]
 
 
 def lower(b: RegionBuilder, k: EltwiseKernel, ctx: LowerCtx, phase: str) -> None:

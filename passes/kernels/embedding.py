@@ -17,7 +17,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import EmbeddingKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, lower_epilogue
+from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue
 from wsc.passes.tile_builder import RegionBuilder
 
 
@@ -37,9 +37,9 @@ def table_layout(rows: int, d: int, grid: tuple[int, int]) -> Layout:
     return Layout((rows, d), grid, split_rows(grid[0]), split_cols(grid[1]))
 
 
-def grids(k: EmbeddingKernel, max_side: int) -> list[tuple[int, int]]:
+def grids(k: EmbeddingKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
     D = k.dim.value.data
-    return [(r, c) for r in range(1, max_side + 1) for c in range(1, min(D, max_side) + 1)]
+    return [(r, c) for r in ladder(max_h, 4, 1.5) for c in ladder(min(D, max_w), 4, 1.5)]
 
 
 def lower(b: RegionBuilder, k: EmbeddingKernel, ctx: LowerCtx, phase: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import LinearKernel
 from wsc.ir.layout import REPLICATED, Layout, skewed, split_cols, split_rows
-from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, lower_epilogue, row_vector
+from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue, row_vector
 from wsc.passes.tile_builder import RegionBuilder
 
 
@@ -42,10 +42,10 @@ def layouts(k: LinearKernel, grid: tuple[int, int], ctx: LowerCtx, phase: str):
     return x, y, w
 
 
-def grids(k: LinearKernel, max_side: int) -> list[tuple[int, int]]:
-    """Candidate grids: square, no larger than the matrix or the mesh."""
+def grids(k: LinearKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
+    """Candidate grids: square (Cannon), no wider than the weight or the mesh."""
     K, N = k.k.value.data, k.n.value.data
-    return [(p, p) for p in range(1, min(max(K, N), max_side) + 1)]
+    return [(p, p) for p in ladder(min(K, N, max_h, max_w))]
 
 
 def lower(b: RegionBuilder, k: LinearKernel, ctx: LowerCtx, phase: str) -> None:

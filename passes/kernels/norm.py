@@ -11,7 +11,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import NormKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, lower_epilogue, row_vector
+from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue, row_vector
 from wsc.passes.tile_builder import RegionBuilder
 
 
@@ -22,9 +22,9 @@ def layouts(k: NormKernel, grid: tuple[int, int], ctx: LowerCtx, phase: str):
     return lay, lay
 
 
-def grids(k: NormKernel, max_side: int) -> list[tuple[int, int]]:
+def grids(k: NormKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
     S, D = k.core_shape()
-    return [(r, c) for r in range(1, min(S, max_side) + 1) for c in range(1, min(D, max_side) + 1)]
+    return [(r, c) for r in ladder(min(S, max_h), 4, 1.5) for c in ladder(min(D, max_w), 4, 1.5)]
 
 
 def lower(b: RegionBuilder, k: NormKernel, ctx: LowerCtx, phase: str) -> None:
