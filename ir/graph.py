@@ -364,7 +364,10 @@ class UnaryOp(GraphOp):
             raise VerifyException(f"{self.name}: {self.x.type} -> {self.result.type}")
 
     @classmethod
-    def build(cls, x: SSAValue) -> UnaryOp:
+    def build(cls, x: SSAValue | None = None, **kwargs) -> UnaryOp:
+        """`cls.build(x)` makes the op on x; keyword calls are IRDL's (the parser uses them)."""
+        if x is None:
+            return super().build(**kwargs)
         return cls.create(operands=[x], result_types=[x.type])
 
 
