@@ -520,18 +520,30 @@ class AttnFinishOp(TileOp):
 
 
 @irdl_op_definition
-class KvAppendOp(TileOp):
-    """Decode: append the new token's row of `src` to the resident `cache`.
+class KvWriteOp(TileOp):
+    """Write the rows of `src` into the resident KV `cache` at their positions
+    (`pos0 + global row`).
 
-    The cache stripes positions over the region's rows (`position mod rows`); the new entry
-    enters at row 0 and is shifted neighbour to neighbour to row `pos0 mod rows`, slot
-    `pos0 // rows`, which keeps every PE's share of the cache balanced as it grows.
+    The cache stripes positions over the region's rows (`position mod rows`, slot
+    `position // rows`). When `src` is striped the same way and `pos0` is a multiple of the
+    rows (prefill chunks), every row is already on its PE and the write is a local copy; a
+    decode step's single row enters at row 0 and is shifted neighbour to neighbour to the row
+    whose turn it is, which keeps every PE's share of the cache balanced as it grows.
     """
 
-    name = "wsc.tile.kv_append"
+    name = "wsc.tile.kv_write"
     src = operand_def(BUF)
     cache = operand_def(BUF)
     assembly_format = "$src `->` $cache attr-dict"
+
+
+@irdl_op_definition
+class AdvanceOp(TileOp):
+    """`pos0 += tokens`: the next chunk of a chunked prefill starts `tokens` later."""
+
+    name = "wsc.tile.advance"
+    tokens = prop_def(IntegerAttr)
+    assembly_format = "attr-dict"
 
 
 # --- fabric collectives ---------------------------------------------------------------
@@ -585,7 +597,7 @@ class AttnMergeOp(TileOp):
 TILE_OPS = [
     ProgramOp, RegionOp, ChannelOp, LoopOp, BufferOp, FillOp, CopyOp, SwapOp, SendOp, RecvOp,
     MatmulOp, UnaryOp, BinaryOp, ScalarOp, ReduceOp, GatherOp, PositionsOp, RopeOp, AttendOp,
-    AttnFinishOp, KvAppendOp, ShiftOp, AllReduceOp, AttnMergeOp,
+    AttnFinishOp, KvWriteOp, AdvanceOp, ShiftOp, AllReduceOp, AttnMergeOp,
 ]
 
 WscTile = Dialect("wsc.tile", TILE_OPS, [BufType, LayoutAttr])

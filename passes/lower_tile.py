@@ -112,13 +112,13 @@ def _i(v: int) -> IntegerAttr:
 def lower_to_tile(kmodule: ModuleOp, ctx: LowerCtx, *, budget: int,
                   origins: Mapping[str, tuple[int, int]],
                   routes: Mapping[tuple[str, str], Route] | None = None,
-                  ) -> tuple[ModuleOp, list[WeightShard]]:
+                  phases: tuple[str, ...] = PHASES) -> tuple[ModuleOp, list[WeightShard]]:
     """The tile programs of both phases, and the weight shards their buffers start from."""
     kg = KernelGraph.of(kmodule)
     routes = routes or {}
     shards: dict[str, WeightShard] = {}
     progs = []
-    for phase in PHASES:
+    for phase in phases:
         tokens = ctx.tokens(phase)
         inputs: dict[str, dict] = {k.kernel_name: {} for k in kg.kernels}
         outputs: dict[str, dict[int, list[str]]] = {k.kernel_name: {} for k in kg.kernels}

@@ -372,25 +372,52 @@ def compile_attn_finish(op: t.AttnFinishOp) -> Instr:
                  (acc, l), (out,))
 
 
-@compiles(t.KvAppendOp)
-def compile_kv_append(op: t.KvAppendOp) -> Instr:
+@compiles(t.KvWriteOp)
+def compile_kv_write(op: t.KvWriteOp) -> Instr:
     src, cache = op.src, op.cache
 
     def run(fr: Frame) -> None:
-        cb = fr.buf(cache)
-        lay = fr.layout(cache)
+        sb, cb = fr.buf(src), fr.buf(cache)
+        slay, clay = fr.layout(src), fr.layout(cache)
         rows = fr.grid[0]
-        row, slot = fr.pos0 % rows, fr.pos0 // rows
-        if fr.pos0 >= lay.shape[0] or slot >= cb.dims[0]:
+        g = slay.gather(sb.view, sb.rot)  # [n, F]: the rows to write, at pos0 + i
+        last = fr.pos0 + g.shape[0] - 1
+        if last >= clay.shape[0] or last // rows >= cb.dims[0]:
             raise SimulationError(
-                f"KV cache of region {fr.region} is full: position {fr.pos0} >= max_seq "
-                f"{lay.shape[0]}"
-            )
-        # the entry enters at row 0 and is shifted to row `pos0 mod rows` (same data)
-        cb.view[row, :, slot] = fr.buf(src).view[0, :, 0].astype(cb.view.dtype)
+                f"KV cache of region {fr.region} is full: position {last} >= max_seq "
+                f"{clay.shape[0]}", hint="recompile with a larger --max-seq")
+        parts, tc = clay.cols.parts, clay.tile[1]
+        padded = np.zeros((g.shape[0], parts * tc), dtype=cb.view.dtype)
+        padded[:, : g.shape[1]] = g
+        blocks = padded.reshape(g.shape[0], parts, tc)  # column block b goes to PE column b
+        cols = clay.blocks()[1][0]  # [C]: the column block each PE column holds
+        for i in range(g.shape[0]):
+            p = fr.pos0 + i
+            cb.view[p % rows, :, p // rows] = blocks[i, cols]
 
     def cycles(fr: Frame) -> float:
-        b = fr.buf(cache)
-        return fr.cost.stream(b.nbytes // b.dims[0], fr.pos0 % fr.grid[0])
+        sb, cb = fr.buf(src), fr.buf(cache)
+        rows = fr.grid[0]
+        slay = sb.layout
+        aligned = (slay is not None and slay.rows.cyclic and slay.rows.parts == rows
+                   and fr.pos0 % rows == 0)
+        if aligned or rows == 1:  # every row is already on its PE: a local copy
+            return fr.cost.elementwise(math.prod(sb.dims), sb.dtype, reads=1, out_dtype=cb.dtype)
+        # entries enter at row 0 and are shifted down to their row, pipelined
+        n = slay.shape[0] if slay is not None else 1
+        row_bytes = cb.nbytes // cb.dims[0]
+        hops = min(rows - 1, (fr.pos0 + n - 1) % rows if n == 1 else rows - 1)
+        return fr.cost.stream(row_bytes * n, hops)
 
     return Instr(op, "fabric", run, cycles, (src, cache), (cache,))
+
+
+@compiles(t.AdvanceOp)
+def compile_advance(op: t.AdvanceOp) -> Instr:
+    n = _i(op.tokens)
+
+    def run(fr: Frame) -> None:
+        fr.pos0 += n
+
+    ins = Instr(op, "advance", run, lambda fr: 0.0)
+    return ins

@@ -103,8 +103,10 @@ class RunResult:
 
 class ProgramRun:
     def __init__(self, program: LoadedProgram, memory: dict[str, RegionMemory], cost: CostModel,
-                 *, pos0: int, inputs: dict[str, np.ndarray], functional: bool = True,
+                 *, pos0: int, inputs: dict[str, list[np.ndarray] | None], functional: bool = True,
                  trace: bool = False, check_finite: bool = True):
+        """`inputs` maps each host channel to the messages the host sends on it, in order
+        (one per prefill chunk); None means "as many as asked for" when only estimating."""
         self.program = program
         self.memory = memory
         self.cost = cost
@@ -112,10 +114,11 @@ class ProgramRun:
         self.functional = functional
         self.trace = trace
         self.check_finite = check_finite and functional
-        self.mail: dict[str, Message] = {}
+        self.mail: dict[str, deque[Message]] = {n: deque() for n in program.channels}
         self.waiting_on: dict[str, str] = {}
         self.runnable: deque[str] = deque()
-        self.outputs: dict[str, np.ndarray] = {}
+        self.outputs: dict[str, list[np.ndarray]] = {}
+        self.sources: dict[str, deque[np.ndarray] | None] = {}
         self.output_time = 0.0
         self.output_path = (0.0, 0.0, 0.0)
         self.events: list[Event] = []
@@ -123,9 +126,22 @@ class ProgramRun:
             if ch.src.data == t.HOST:
                 if name not in inputs:
                     raise SimulationError(f"program {program.name} needs input channel {name}")
-                data = np.asarray(inputs[name]) if functional else None
-                shape = tuple(data.shape) if data is not None else (0, 0)
-                self.mail[name] = Message(data, shape, 0.0)
+                msgs = inputs[name]
+                self.sources[name] = None if msgs is None else deque(np.asarray(m) for m in msgs)
+
+    def _available(self, channel: str) -> bool:
+        if self.mail[channel]:
+            return True
+        if channel in self.sources:  # the host sends its next message when asked
+            src = self.sources[channel]
+            if src is None:
+                self.mail[channel].append(Message(None, (0, 0), 0.0))
+                return True
+            if src:
+                data = src.popleft()
+                self.mail[channel].append(Message(data, tuple(data.shape), 0.0))
+                return True
+        return False
 
     # --- one region -----------------------------------------------------------------------
 
@@ -154,9 +170,9 @@ class ProgramRun:
             if ins.kind == "loop":
                 yield from self._loop(fr, ins)
             elif ins.kind == "recv":
-                while ins.channel not in self.mail:
+                while not self._available(ins.channel):
                     yield ins
-                msg = self.mail[ins.channel]
+                msg = self.mail[ins.channel].popleft()
                 start = fr.clock
                 if msg.arrival > fr.clock:
                     fr.waiting += msg.arrival - fr.clock
@@ -166,6 +182,8 @@ class ProgramRun:
                 fr.buf(ins.writes[0]).ready = fr.clock
             elif ins.kind == "send":
                 self._send(fr, ins)
+            elif ins.kind in ("advance", "swap"):  # bookkeeping: also when only estimating
+                ins.run(fr)
             else:
                 self._step(fr, ins)
 
@@ -249,7 +267,7 @@ class ProgramRun:
         nbytes = ch.nbytes.value.data
         if ch.dst.data == t.HOST:
             # results stream off the region, one lane per row of PEs, to the wafer's edge I/O
-            self.outputs[ins.channel] = data
+            self.outputs.setdefault(ins.channel, []).append(data)
             fr.advance(self.cost.stream(nbytes, 0, lanes=fr.grid[0]), 1)
             self._event(fr, ins, "send", start, fr.clock)
             if fr.clock >= self.output_time:
@@ -265,7 +283,7 @@ class ProgramRun:
         path = (fr.path[0], fr.path[1] + total, fr.path[2])
         fr.advance(body, 1)  # the sender streams the data out
         self._event(fr, ins, "send", start, fr.clock)
-        self.mail[ins.channel] = Message(data, shape, start + total, path)
+        self.mail[ins.channel].append(Message(data, shape, start + total, path))
         waiter = self.waiting_on.pop(ins.channel, None)
         if waiter is not None:
             self.runnable.append(waiter)
@@ -284,7 +302,7 @@ class ProgramRun:
                 ins = next(gens[name])
             except StopIteration:
                 continue
-            if ins.channel in self.mail:  # it arrived while we were deciding
+            if self._available(ins.channel):  # it arrived while we were deciding
                 self.runnable.append(name)
                 continue
             blocked[name] = ins
@@ -301,7 +319,9 @@ class ProgramRun:
         else:
             end, path = last.clock, last.path
         critical = {"compute": path[0], "fabric": path[1], "waiting": path[2]}
-        return RunResult(self.outputs, end, stats, critical, self.events)
+        outputs = {c: (np.concatenate(ms, axis=0) if self.functional else None)
+                   for c, ms in self.outputs.items()}
+        return RunResult(outputs, end, stats, critical, self.events)
 
     def _deadlock(self, blocked: dict[str, Instr]) -> str:
         regions = {r.name: r for r in self.program.regions}
@@ -354,7 +374,7 @@ def estimate_region(region: t.RegionOp, cost: CostModel, pos0: int = 0) -> RunRe
         regions=[Region(Block([region, *chans]))],
     )
     loaded = LoadedProgram.load(prog)
-    inputs = {c: None for c, ch in loaded.channels.items() if ch.src.data == t.HOST}
+    inputs: dict = {c: None for c, ch in loaded.channels.items() if ch.src.data == t.HOST}
     return ProgramRun(loaded, {}, cost, pos0=pos0, inputs=inputs, functional=False).run()
 
 

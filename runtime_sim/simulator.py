@@ -140,12 +140,11 @@ class Simulator:
             )
         ins, _ = self.io(phase)
         spec = ins["ids"]
-        inputs = {}
-        if self.functional:
-            arr = np.asarray(ids, dtype=np.int32).reshape(spec["shape"])
-            inputs[spec["channel"]] = arr
-        else:
-            inputs[spec["channel"]] = np.zeros(spec["shape"], np.int32)
+        inputs: dict = {spec["channel"]: None}
+        if self.functional:  # the host sends the prompt one chunk at a time
+            arr = np.asarray(ids, dtype=np.int32).reshape(-1, 1)
+            step = spec["shape"][0]
+            inputs[spec["channel"]] = [arr[i:i + step] for i in range(0, len(arr), step)]
         run = ProgramRun(self.programs[phase], self.memory, self.cost, pos0=pos0, inputs=inputs,
                          functional=self.functional, trace=trace,
                          check_finite=self.check_finite)

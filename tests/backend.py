@@ -15,24 +15,24 @@ from wsc.runtime_sim.simulator import Simulator
 from wsc.target import load_target
 
 
-def manifest_for(target, dtype: str, seq: int, max_seq: int, vocab: int) -> dict:
+def manifest_for(target, dtype: str, seq: int, max_seq: int, vocab: int, chunk: int = 0) -> dict:
     def io(n):
         return ({"ids": {"channel": IDS_CHANNEL, "shape": [n, 1], "dtype": "i32"}},
                 {"logits": {"channel": LOGITS_CHANNEL, "shape": [n, vocab], "dtype": "f32"}})
 
-    (pi, po), (di, do) = io(seq), io(1)
+    (pi, po), (di, do) = io(chunk or seq), io(1)
     return {"target": target.as_dict(), "dtype": dtype, "seq_len": seq, "max_seq": max_seq,
             "model": {"vocab_size": vocab}, "weights": True,
             "inputs": {"prefill": pi, "decode": di}, "outputs": {"prefill": po, "decode": do}}
 
 
 def lower_graph(graph, weights, *, target="mesh:32x32", dtype="f32", seq=16, max_seq=32,
-                grids: dict | None = None, strategy: str = "min-pes"):
+                grids: dict | None = None, strategy: str = "min-pes", chunk: int = 0):
     """(tile module, shards, manifest) of a canonical graph; `grids` overrides the planner."""
     t = load_target(target)
     km = partition(graph)
     km.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
-    ctx = LowerCtx(dtype, seq, max_seq, weights)
+    ctx = LowerCtx(dtype, seq, max_seq, weights, chunk)
     plan(km, ctx, t, strategy=strategy)
     origins, x, y, row_h = {}, 0, 0, 0
     for k in km.walk():
@@ -48,7 +48,7 @@ def lower_graph(graph, weights, *, target="mesh:32x32", dtype="f32", seq=16, max
     tm, shards = lower_to_tile(km, ctx, budget=t.buffer_budget, origins=origins)
     tm.verify()
     vocab = [a for a in km.walk() if isinstance(a, KernelOp)][-1].outputs[0].type.get_shape()[1]
-    return tm, shards, manifest_for(t, dtype, seq, max_seq, vocab)
+    return tm, shards, manifest_for(t, dtype, seq, max_seq, vocab, chunk)
 
 
 def simulator(graph, weights, **kw) -> Simulator:

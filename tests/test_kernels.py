@@ -14,9 +14,10 @@ from wsc.numerics import compare
 SEQ = 13  # divides no grid side: every layout pads
 
 
-def check(build, grids, *, dtype="f32", seq=SEQ, steps=2, tol=2e-6):
+def check(build, grids, *, dtype="f32", seq=SEQ, steps=2, tol=2e-6, chunk=0):
     graph, weights = build(seq)
-    sim = simulator(graph, weights, dtype=dtype, seq=seq, max_seq=seq + steps, grids=grids)
+    sim = simulator(graph, weights, dtype=dtype, seq=seq, max_seq=seq + steps, grids=grids,
+                    chunk=chunk)
     ids = np.random.default_rng(7).integers(0, 256, seq)
     logits, _ = sim.prefill(ids)
     ref = evaluate(graph, weights, ids[None]).reshape(seq, -1)
@@ -60,3 +61,9 @@ def test_embedding_ring_sum(grid):
 @pytest.mark.parametrize("dtype,tol", [("f16", 1e-2), ("bf16", 5e-2)])
 def test_low_precision_storage(dtype, tol):
     check(llama_block_graph, {}, dtype=dtype, tol=tol)
+
+
+@pytest.mark.parametrize("chunk,grid", [(8, (2, 1)), (8, (3, 2)), (6, (4, 1))])
+def test_chunked_prefill_pipelines_through_the_kv_cache(chunk, grid):
+    check(gpt2_block_graph, {"h.0.attn": grid}, seq=24, chunk=chunk)
+    check(llama_block_graph, {"layers.0.self_attn": (grid[0], 1)}, seq=24, chunk=chunk)

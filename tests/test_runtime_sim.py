@@ -50,7 +50,8 @@ def run(builders: list[RegionBuilder], inputs: dict[str, np.ndarray], *, pos0: i
         mem.reserve(RegionMemory.high_water([r.op]))
         memory[r.name] = mem
     assert names == set(memory)
-    return ProgramRun(loaded, memory, CostModel(TARGET), pos0=pos0, inputs=inputs).run()
+    return ProgramRun(loaded, memory, CostModel(TARGET), pos0=pos0,
+                      inputs={k: [v] for k, v in inputs.items()}).run()
 
 
 def region(grid, name="r") -> RegionBuilder:

@@ -45,6 +45,8 @@ class CompileOptions:
     no_weights: bool = False
     place_time: float = 20.0
     plan: str = "latency"  # or "min-pes": the smallest grid that fits, per kernel
+    prefill_chunk: int = 0  # prefill tokens per pipelined chunk; 0 = auto
+    phase: str = "both"  # prefill | decode | both
     print_ir_after_all: bool = False
     dump_ir_to: Path | None = None
     report: bool = True
@@ -66,6 +68,15 @@ class CompileOptions:
             raise UsageError("--config compiles without weights: add --no-weights")
         if self.place_time < 0:
             raise UsageError("--place-time must be >= 0")
+        if self.phase not in ("both", "prefill", "decode"):
+            raise UsageError(f"unknown --phase {self.phase!r}", hint="use prefill, decode or both")
+        if self.plan not in ("latency", "min-pes"):
+            raise UsageError(f"unknown --plan {self.plan!r}", hint="use latency or min-pes")
+        if self.prefill_chunk < 0 or (self.prefill_chunk and self.seq_len % self.prefill_chunk):
+            raise UsageError(f"--prefill-chunk {self.prefill_chunk} must divide --seq-len {self.seq_len}")
+        if not self.prefill_chunk:
+            self.prefill_chunk = max(d for d in range(1, min(self.seq_len, 256) + 1)
+                                     if self.seq_len % d == 0)
 
 
 @dataclass
@@ -97,6 +108,10 @@ class Pipeline:
         self.progress = progress or (lambda msg: None)
         self.stages: list[StageLog] = []
         self._dump_index = 0
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return ("prefill", "decode") if self.opts.phase == "both" else (self.opts.phase,)
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -162,7 +177,7 @@ class Pipeline:
 
         max_seq = o.max_seq or min(_context_length(loaded.config), max(o.seq_len, 2048))
         max_seq = max(max_seq, o.seq_len)
-        ctx = LowerCtx(o.dtype, o.seq_len, max_seq, imported.weights)
+        ctx = LowerCtx(o.dtype, o.seq_len, max_seq, imported.weights, o.prefill_chunk)
         kmodule = self.stage("partition", partition, graph)
         kmodule.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
         self.dump("partition", kmodule)
@@ -182,7 +197,7 @@ class Pipeline:
 
         tmodule, shards = self.stage(
             "lower", lower_to_tile, kmodule, ctx, budget=t.buffer_budget,
-            origins=placement.origins, routes=placement.routes,
+            origins=placement.origins, routes=placement.routes, phases=self.phases,
         )
         tmodule.attributes["wsc.target"] = StringAttr(t.name)
         tmodule.attributes["wsc.dtype"] = StringAttr(o.dtype)
@@ -218,7 +233,7 @@ class Pipeline:
             return ({"ids": {"channel": IDS_CHANNEL, "shape": [tokens, 1], "dtype": "i32"}},
                     {"logits": {"channel": LOGITS_CHANNEL, "shape": [tokens, vocab], "dtype": "f32"}})
 
-        pi, po = io(o.seq_len)
+        pi, po = io(o.prefill_chunk)
         di, do = io(1)
         source = str(Path(o.checkpoint).resolve()) if o.checkpoint else str(Path(o.config).resolve())
         return {
@@ -226,8 +241,9 @@ class Pipeline:
             "name": Path(o.output).name,
             "target": self.target.as_dict(),
             "dtype": o.dtype,
-            "phases": ["prefill", "decode"],
+            "phases": list(self.phases),
             "seq_len": o.seq_len,
+            "prefill_chunk": o.prefill_chunk,
             "max_seq": max_seq,
             "weights": not o.no_weights,
             "model": {"arch": loaded.arch, "vocab_size": vocab,
@@ -237,7 +253,8 @@ class Pipeline:
             "outputs": {"prefill": po, "decode": do},
             "options": {"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
                         "max_seq": max_seq, "attn_implementation": o.attn_implementation,
-                        "place_time": o.place_time},
+                        "place_time": o.place_time, "plan": o.plan,
+                        "prefill_chunk": o.prefill_chunk, "phase": o.phase},
             "checkpoint": {"path": source, "digest": loaded.digest,
                            "attn_implementation": o.attn_implementation},
             "pes_used": pes,

@@ -13,6 +13,7 @@ from types import ModuleType
 from wsc.ir.kernel import AttentionKernel, EltwiseKernel, EmbeddingKernel, KernelOp, LinearKernel, NormKernel
 from wsc.passes.kernels import attention, eltwise, embedding, linear, norm
 from wsc.passes.kernels.common import PHASES, LowerCtx
+from wsc.ir.tile import AdvanceOp
 from wsc.passes.tile_builder import RegionBuilder
 
 ALGORITHMS: dict[type[KernelOp], ModuleType] = {
@@ -36,7 +37,11 @@ def build_region(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, phase: str, 
         fx, module = k.source
         b = RegionBuilder(k.kernel_name, k.KIND, grid, module, dict(inputs or {}),
                           dict(outputs or {}))
-        algorithm(k).lower(b, k, replace(ctx, double_buffer=db), phase)
+        chunks = ctx.chunks if phase == "prefill" else 1
+        with b.loop(chunks):  # a chunked prefill runs the program once per chunk
+            algorithm(k).lower(b, k, replace(ctx, double_buffer=db), phase)
+            if chunks > 1:
+                b.op(AdvanceOp, [], tokens=ctx.tokens(phase))
         if b.allocate() <= budget:
             break
     return b

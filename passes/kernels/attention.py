@@ -5,10 +5,13 @@ every query head that reads them, so grouped- and multi-query attention share K/
 copying it); its rows stripe the tokens cyclically — token `p` lives on row `p mod rows` — which
 balances causal work across rows and is exactly the KV cache's layout.
 
-Prefill: each PE applies the rotary embedding to its q and k rows (if the model has one),
-writes its k/v rows into the cache, then runs `rows` flash steps: fold the K/V block it holds
-into its queries' online-softmax state `(m, l, acc)` with causal masking by position, and pass
-the block to the next row of the ring. No PE ever holds more than one block of scores.
+Prefill (one chunk of the prompt at a time): each PE applies the rotary embedding to its q and
+k rows (if the model has one) and writes its k/v rows into the cache — a local copy, since the
+chunk is striped like the cache. The K/V then never move: for `rows` flash steps every PE folds
+the cache entries it holds into the online-softmax state `(m, l, acc)` of the queries it holds
+(masking keys after each query's position), then passes the queries and their state to the
+next row of the ring. No PE ever holds more than one block of scores, and each chunk sees
+every earlier chunk's keys.
 
 Decode: the new token's q, k, v reach every row; k/v are appended to the cache by shifting the
 entry neighbour to neighbour to the row whose turn it is; every PE attends over its share of
@@ -80,26 +83,16 @@ def lower(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, phase: str) -> No
     b.op(t.FillOp, [acc], value=0.0)
     attend = dict(heads=hq, kv_heads=hk, head_dim=hd, scale=k.scale.value.data,
                   causal=k.causal is not None)
+    b.op(t.KvWriteOp, [kk, kc])
+    b.op(t.KvWriteOp, [v, vc])
     if phase == "prefill":
-        b.op(t.CopyOp, [kk, kc], row_offset=0)
-        b.op(t.CopyOp, [v, vc], row_offset=0)
-        db = ctx.double_buffer >= 1 and R > 1
-        k2 = b.buffer("k_next", kv_lay.tile, dt, layout=kv_lay) if db else None
-        v2 = b.buffer("v_next", kv_lay.tile, dt, layout=kv_lay) if db else None
+        # K/V stay in the cache; the queries and their softmax state visit every row
         with b.loop(R):
-            if db:
-                b.op(t.ShiftOp, [kk, k2], axis=0, by=-1, interleaved=True)
-                b.op(t.ShiftOp, [v, v2], axis=0, by=-1, interleaved=True)
-            b.op(t.AttendOp, [q, kk, v, m, l, acc], **attend)
-            if db:
-                b.op(t.SwapOp, [kk, k2])
-                b.op(t.SwapOp, [v, v2])
-            elif R > 1:
-                b.op(t.ShiftOp, [kk], axis=0, by=-1, interleaved=True)
-                b.op(t.ShiftOp, [v], axis=0, by=-1, interleaved=True)
+            b.op(t.AttendOp, [q, kc, vc, m, l, acc], **attend)
+            if R > 1:
+                for buf in (q, m, l, acc):
+                    b.op(t.ShiftOp, [buf], axis=0, by=-1, interleaved=True)
     else:
-        b.op(t.KvAppendOp, [kk, kc])
-        b.op(t.KvAppendOp, [v, vc])
         b.op(t.AttendOp, [q, kc, vc, m, l, acc], **attend)
         b.op(t.AttnMergeOp, [m, l, acc], axis=0, heads=hq, head_dim=hd, levels=REDUCE_LEVELS)
     out = b.buffer("o", o_lay.tile, "f32", layout=o_lay)

@@ -28,10 +28,16 @@ class LowerCtx:
     seq_len: int  # prefill tokens
     max_seq: int  # KV cache positions
     weights: Mapping[str, Any]  # the frontend's weight store (arrays, or shapes when plan-only)
+    chunk: int = 0  # prefill tokens per chunk (0: the whole prompt at once)
     double_buffer: int = 2  # 2: operands and weights, 1: operands only, 0: none
 
     def tokens(self, phase: str) -> int:
-        return self.seq_len if phase == "prefill" else 1
+        """Tokens one pass of a kernel's program processes: a prefill chunk, or one."""
+        return (self.chunk or self.seq_len) if phase == "prefill" else 1
+
+    @property
+    def chunks(self) -> int:
+        return self.seq_len // (self.chunk or self.seq_len)
 
     def matrix(self, name: str, transpose: bool = False):
         """A weight as a 2-D float32 matrix (vectors become one row), read lazily."""
