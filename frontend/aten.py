@@ -69,6 +69,13 @@ def _identity(imp: Importer, node: fx.Node):
     return imp.value(node.args[0])
 
 
+@aten("aten.dropout.default")
+def _dropout(imp: Importer, node: fx.Node):
+    if _arg(node, 2, "train", False) and _arg(node, 1, "p", 0.0):
+        raise _unsupported(node, "dropout in training mode (export the model in eval mode)")
+    return imp.value(node.args[0])
+
+
 @aten("aten._to_copy.default")
 def _to_copy(imp: Importer, node: fx.Node):
     x = imp.value(node.args[0])

@@ -182,12 +182,21 @@ def _read_torch_bin(f: Path) -> Iterator[tuple[str, torch.Tensor]]:
     try:
         state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError, EOFError, zipfile errors
-        raise CheckpointError(f"`{f}` cannot be read as a PyTorch state dict: {e}",
+        raise CheckpointError(f"`{f}` cannot be read as a PyTorch state dict: {_load_error(e)}",
                               hint="only plain tensor state dicts are loaded (weights_only=True); "
                               "the file may be corrupt, truncated, or contain arbitrary objects") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"`{f}` does not hold a state dict of tensors")
     yield from state.items()
+
+
+def _load_error(e: Exception) -> str:
+    """The gist of a torch.load failure (its own message advises weights_only=False)."""
+    text = str(e)
+    refused = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\s*\n|$)", text, re.S)
+    if refused:
+        return "weights_only=True refused it: " + " ".join(refused.group(1).split()).split(". ")[0]
+    return " ".join(text.splitlines()[0].split())[:300]
 
 
 # --- building the model ---------------------------------------------------------------
