@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from torch import fx
 from xdsl.dialects.builtin import UnitAttr
 from xdsl.ir import SSAValue
@@ -22,7 +21,7 @@ from wsc.errors import UnsupportedOpError
 from wsc.frontend import constants
 from wsc.frontend.importer import Importer, module_path, tensor_type
 from wsc.ir import graph as g
-from wsc.ir.attrs import f64_attr, i64_attr, ints, shape_of, string, tensor
+from wsc.ir.attrs import dtype_of, f64_attr, i64_attr, ints, shape_of, string, tensor
 
 Converter = Callable[[Importer, fx.Node], object]
 CONVERTERS: dict[str, Converter] = {}
@@ -119,8 +118,6 @@ def _expand(imp: Importer, node: fx.Node):
 
 
 def _dtype(x: SSAValue) -> str:
-    from wsc.ir.attrs import dtype_of
-
     return dtype_of(x.type)
 
 

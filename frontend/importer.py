@@ -127,8 +127,7 @@ class Importer:
         outputs: list[SSAValue] = []
         for node in self.trace.graph.nodes:
             if node.op == "output":
-                outputs = [self.value(a) for a in fx.node.map_aggregate(node.args[0], lambda a: a)
-                           if isinstance(a, fx.Node)]
+                fx.node.map_arg(node.args[0], lambda n: outputs.append(self.value(n)))
             elif node.op != "call_function" or self.trace.is_static(node):
                 continue
             elif str(node.target) in ASSERT_OPS:
@@ -143,7 +142,9 @@ class Importer:
         self.block.add_op(ReturnOp(*outputs))
         func = FuncOp("forward", FunctionType.from_lists(
             [self.block.args[0].type], [v.type for v in outputs]), Region(self.block))
-        return ModuleOp([func])
+        module = ModuleOp([func])
+        module.verify()
+        return module
 
     @staticmethod
     def op_name(node: fx.Node) -> str:
@@ -161,8 +162,14 @@ class Importer:
 
     def build(self, cls: type[GraphOp], node: fx.Node, operands, result_type=None, **props):
         """Emit a `cls` op for `node`; the result type defaults to the node's traced type."""
-        rtype = tensor_type(node.meta["val"]) if result_type is None else result_type
-        return self.emit(make(cls, operands, rtype, **props), node)
+        if result_type is None:
+            val = node.meta["val"]
+            if not isinstance(val, torch.Tensor) or val.dtype not in TORCH_DTYPES:
+                raise UnsupportedOpError(self.op_name(node), module_path(node),
+                                         f"its result {getattr(val, 'dtype', val)} is not a "
+                                         f"tensor of {', '.join(map(str, TORCH_DTYPES))}")
+            result_type = tensor_type(val)
+        return self.emit(make(cls, operands, result_type, **props), node)
 
     # --- operands -------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The graph-level pipeline: imported `wsc.graph` -> kernel form (see check_graph_form).
 
-Canonicalize first so that view chains are short, recognise norms, decomposed activations,
-rotary embeddings (which attention then reads through) and attention, canonicalize again to fold the head views away,
-and check that only kernel-form ops remain.
+Canonicalize first so that view chains are short; recognise norms, decomposed activations,
+rotary embeddings (which attention then reads through) and attention; canonicalize again to
+fold the head views away; and check that only kernel-form ops remain.
 """
 
 from __future__ import annotations

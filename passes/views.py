@@ -173,8 +173,9 @@ def is_row_table(sig: Signature, target: tuple[int, ...]) -> bool:
     except ValueError:
         return False
     seq, dim = target[-2:]
-    want = (np.arange(seq)[:, None] * dim + np.arange(dim)[None, :])
-    return bool(np.array_equal(idx.reshape(-1, seq, dim), np.broadcast_to(want, (idx.size // (seq * dim), seq, dim))))
+    want = np.arange(seq)[:, None] * dim + np.arange(dim)[None, :]
+    per_head = idx.reshape(-1, seq, dim)
+    return bool(np.array_equal(per_head, np.broadcast_to(want, per_head.shape)))
 
 
 # --- builders ---------------------------------------------------------------------------
