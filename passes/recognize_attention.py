@@ -70,7 +70,9 @@ def parse_scores(value: SSAValue, anchor: Operation) -> Scores | None:
         op = value.owner
         if isinstance(op, g.MatmulOp):
             return Scores(op, scale, causal)
-        if isinstance(op, g.AddOp) and op.rhs is not None:
+        if isinstance(op, g.AddOp) and op.rhs is None and op.scalar_value == 0.0:
+            value = op.lhs  # a one-element mask folds to + 0 (S = 1)
+        elif isinstance(op, g.AddOp) and op.rhs is not None:
             shape = shape_of(op.result.type)
             if _causal_mask(op.rhs, anchor, shape):
                 value, causal = op.lhs, True
@@ -113,6 +115,7 @@ def build_attention(rewriter: PatternRewriter, anchor: Operation, q: SSAValue, k
         return False
     cols = [views.columns(rewriter, anchor, b, h.col0, h.width)
             for b, h in ((qb, hq), (kb, hk), (vb, hv))]
+    causal = causal or math.prod(shape_of(cols[0].type)[:-1]) == 1  # one token: trivially
     att = g.make(g.AttentionOp, cols, cols[0].type, heads=i64_attr(heads),
                  kv_heads=i64_attr(kv_heads), head_dim=i64_attr(d),
                  scale=f64_attr(1.0 / math.sqrt(d) if scale is None else scale),

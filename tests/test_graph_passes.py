@@ -144,12 +144,13 @@ def test_passes_preserve_the_imported_program(compiled, arch, impl):
     assert rel_l2(after, before) <= 1e-6
 
 
-@pytest.mark.parametrize("arch,impl", [("llama", "eager"), ("gpt2", "sdpa")])
-def test_longer_sequence(compiled, arch, impl):
-    c = compiled(arch, impl, 64)
+@pytest.mark.parametrize("arch,impl,seq", [("llama", "eager", 64), ("gpt2", "sdpa", 64),
+                                           ("qwen2", "eager", 1)])
+def test_other_sequence_lengths(compiled, arch, impl, seq):
+    c = compiled(arch, impl, seq)
     assert len(ops_of(c.module, g.AttentionOp)) == LAYERS
     assert {op.name for op in c.module.walk() if isinstance(op, g.GraphOp)} <= KERNEL_FORM
-    ids = fresh_ids(64)
+    ids = fresh_ids(seq)
     assert rel_l2(graph_eval.evaluate(c.module, c.imported.weights, ids), torch_logits(c, ids)) <= 1e-5
 
 
