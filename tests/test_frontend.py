@@ -308,3 +308,15 @@ def test_constant_predicates():
     assert constants.rope_table_kind(tables["sin"][None], inv_freq, 1.0) == "sin"
     assert constants.rope_table_kind(tables["cos"] * 2, inv_freq, 1.0) is None
     assert constants.rope_table_kind(tables["cos"] * 2, inv_freq, 2.0) == "cos"
+
+
+def test_hub_style_gpt2_checkpoint_without_prefix(ckpt):
+    """The original `gpt2` checkpoint: no `transformer.` prefix, old attention-mask buffers."""
+    def hub_style(state):
+        for name in list(state):
+            state[name.removeprefix("transformer.")] = state.pop(name)
+        state["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 128, 128))
+
+    _rewrite_weights(ckpt, hub_style)
+    ids = fresh_ids()
+    assert torch.equal(logits(load_checkpoint(ckpt).model, ids), logits(make_model("gpt2"), ids))
