@@ -70,6 +70,7 @@ class SiluPattern(RewritePattern):
             if isinstance(s.owner, g.SigmoidOp) and s.owner.x == x and x.type == op.result.type:
                 silu = g.make(g.SiluOp, [x], x.type)
                 silu.copy_location(op)
+                silu.results[0].name_hint = "silu"
                 rewriter.replace(op, silu)
                 return
 
@@ -82,6 +83,7 @@ class GeluTanhPattern(RewritePattern):
             if x is not None and x.type == op.result.type:
                 gelu = g.make(g.GeluOp, [x], x.type, approximate=string("tanh"))
                 gelu.copy_location(op)
+                gelu.results[0].name_hint = "gelu"
                 rewriter.replace(op, gelu)
                 return
 

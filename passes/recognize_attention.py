@@ -121,6 +121,7 @@ def build_attention(rewriter: PatternRewriter, anchor: Operation, q: SSAValue, k
                  scale=f64_attr(1.0 / math.sqrt(d) if scale is None else scale),
                  causal=UnitAttr() if causal else None)
     att.copy_location(anchor)
+    att.results[0].name_hint = "attention"
     rewriter.insert(att)
     result = anchor.results[0]
     local = views.HeadView(0, heads, heads, d)

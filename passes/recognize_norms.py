@@ -75,6 +75,7 @@ class RmsNormPattern(RewritePattern):
                     continue
                 norm = g.make(g.RmsNormOp, [x, gamma], x.type, eps=f64_attr(eps))
                 norm.copy_location(op)
+                norm.results[0].name_hint = "rms_norm"
                 rewriter.replace(op, norm)
                 return
 

@@ -104,6 +104,7 @@ class RopePattern(RewritePattern):
                           head_dim=i64_attr(hv.head_dim), inv_freq=cos.inv_freq,
                           scaling=cos.scaling)
             rope.copy_location(op)
+            rope.results[0].name_hint = "rope"
             rewriter.insert(rope)
             local = views.HeadView(0, hv.heads, hv.kv_heads, hv.head_dim)
             out = views.head_view_of(rewriter, op, rope.result, local, shape_of(op.result.type))
