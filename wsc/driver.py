@@ -238,7 +238,6 @@ class Pipeline:
         source = str(Path(o.checkpoint).resolve()) if o.checkpoint else str(Path(o.config).resolve())
         return {
             "wsc_version": __version__,
-            "name": Path(o.output).name,
             "target": self.target.as_dict(),
             "dtype": o.dtype,
             "phases": list(self.phases),

@@ -67,7 +67,8 @@ def render_report(manifest: dict, placement: dict, module: ModuleOp) -> str:
         f"<td>{r.get('prefill_cycles', '')}</td><td>{r.get('decode_cycles', '')}</td></tr>"
         for r in rows
     )
-    title = html.escape(f"wsc report: {manifest.get('name', '')} on {t['name']}")
+    model = manifest.get("model", {})
+    title = html.escape(f"wsc report: {model.get('arch', 'model')} ({model.get('layers', '?')} layers) on {t['name']}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>

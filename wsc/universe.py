@@ -2,6 +2,8 @@
 
 from xdsl.universe import Universe
 
+from wsc.passes import all_passes
+
 
 def _dialect():
     from wsc.ir import combined_dialect
@@ -9,17 +11,7 @@ def _dialect():
     return combined_dialect()
 
 
-def _pass(name: str):
-    def load():
-        from wsc.passes import all_passes
-
-        return all_passes()[name]
-
-    return load
-
-
-_PASS_NAMES = ("canonicalize-graph", "recognize-rope", "recognize-attention", "recognize-norms",
-               "partition")
-
-WSC_UNIVERSE = Universe(all_dialects={"wsc": _dialect},
-                        all_passes={n: _pass(n) for n in _PASS_NAMES})
+WSC_UNIVERSE = Universe(
+    all_dialects={"wsc": _dialect},
+    all_passes={name: (lambda p=p: p) for name, p in all_passes().items()},
+)
