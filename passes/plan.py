@@ -47,10 +47,24 @@ class Candidate:
     sram_bytes: int
     prefill_cycles: float
     decode_cycles: float
+    # (compute, communication) cycles on each phase's own critical path
+    prefill_split: tuple[float, float] = (0.0, 0.0)
+    decode_split: tuple[float, float] = (0.0, 0.0)
 
     @property
     def pes(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    def summary(self) -> dict:
+        """What the compile log records per kernel."""
+        def phase(cycles, split):
+            return {"cycles": round(cycles), "compute_cycles": round(split[0]),
+                    "communication_cycles": round(split[1]),
+                    "bound": "compute" if split[0] >= split[1] else "communication"}
+
+        return {"grid": list(self.grid), "pes": self.pes, "sram_bytes": self.sram_bytes,
+                "prefill": phase(self.prefill_cycles, self.prefill_split),
+                "decode": phase(self.decode_cycles, self.decode_split)}
 
 
 @dataclass
@@ -65,15 +79,18 @@ class Group:
 def evaluate(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int,
              cost: CostModel) -> Candidate | None:
     """Lower `k` on `grid` for both phases; None if it does not fit SRAM."""
-    need, cycles = 0, {}
+    need, cycles, split = 0, {}, {}
     for phase in PHASES:
         b = build_region(k, grid, ctx, phase, budget=budget)
         need = max(need, b.allocate())
         if need > budget:
             return None
         pos0 = ctx.seq_len if phase == "decode" else 0  # decode right after the prompt
-        cycles[phase] = estimate_region(b.finish((0, 0)), cost, pos0).cycles
-    return Candidate(grid, need, cycles["prefill"], cycles["decode"])
+        r = estimate_region(b.finish((0, 0)), cost, pos0)
+        cycles[phase] = r.cycles
+        split[phase] = (r.critical["compute"], r.critical["fabric"] + r.critical["waiting"])
+    return Candidate(grid, need, cycles["prefill"], cycles["decode"], split["prefill"],
+                     split["decode"])
 
 
 def _area_order(grids) -> list[tuple[int, int]]:

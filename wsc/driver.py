@@ -210,8 +210,8 @@ class Pipeline:
         pes = sum(c.grid[0] * c.grid[1] for c in choices.values())
         manifest = self.manifest(loaded, imported, max_seq, tmodule, pes)
         log = {"stages": [{"name": s.name, **s.stats} for s in self.stages],
-               "kernels": {n: {"grid": list(c.grid), "sram_bytes": c.sram_bytes}
-                           for n, c in choices.items()}}
+               "kernels": {n: c.summary() for n, c in choices.items()},
+               "placement": {k: v for k, v in placement.json.get("stats", {}).items()}}
         from wsc.codegen.bundle import write_bundle
 
         report = None
