@@ -1,0 +1,229 @@
+"""Placement: legal layouts, the objective it reports, CP-SAT vs the baselines, determinism,
+bounds, deep models and the errors (placement/*)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wsc.errors import PlacementError
+from wsc.placement import EdgeSpec, KernelSpec, Placement, place
+from wsc.placement.greedy import rowmajor, snake
+from wsc.placement.hops import hops, in_port, mirror_x, objective, out_port
+from wsc.placement.spec import Rect, check_layout
+from wsc.placement.synthetic import gpt2_graph, llama_graph
+from wsc.placement.tiling import find_stack
+
+
+def layout_of(p: Placement) -> dict[str, Rect]:
+    return {n: Rect(*k.origin, *k.shape, k.flip) for n, k in p.kernels.items()}
+
+
+def recomputed_objective(p: Placement) -> int:
+    """Σ bytes × hops from origins, shapes and orientations alone (the documented ports)."""
+    total = 0
+    for e in p.edges:
+        (sx, sy), (sr, sc), sf = p.kernels[e.src].origin, p.kernels[e.src].shape, p.kernels[e.src].flip
+        (dx, dy), (dr, dc), df = p.kernels[e.dst].origin, p.kernels[e.dst].shape, p.kernels[e.dst].flip
+        out = (sx if sf else sx + sc - 1, sy + sr // 2)
+        inn = (dx + dc - 1 if df else dx, dy + dr // 2)
+        total += e.bytes * (abs(out[0] - inn[0]) + abs(out[1] - inn[1]))
+    return total
+
+
+def assert_legal(kernels, p: Placement):
+    rects = layout_of(p)
+    check_layout(kernels, rects, p.width, p.height)  # raises on overlap, outside, bad shape
+    for k in kernels:
+        assert tuple(p.kernels[k.name].shape) in k.shapes
+
+
+# --- the hop model -------------------------------------------------------------------------
+
+
+def test_ports_and_hops():
+    a = Rect(0, 0, 5, 4)  # rows 5, cols 4: middle row 2
+    b = Rect(4, 1, 3, 2)  # flush east, middle row 2
+    assert out_port(a) == (3, 2) and in_port(b) == (4, 2)
+    assert hops(a, b) == 1
+    fa, fb = mirror_x(a, 0, 6), mirror_x(b, 0, 6)  # the mirror image streams west
+    assert fa.flip and out_port(fa) == (2, 2) and in_port(fb) == (1, 2)
+    assert hops(fa, fb) == hops(a, b) == 1
+    assert hops(b, a) == abs(5 - 0) + 0  # westward without flipping crosses both kernels
+
+
+# --- random small problems -----------------------------------------------------------------
+
+
+@st.composite
+def problems(draw):
+    n = draw(st.integers(2, 6))
+    kernels = []
+    for i in range(n):
+        shapes = draw(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=3, unique=True))
+        kernels.append(KernelSpec(f"k{i}", "linear", tuple(shapes)))
+    edges = []
+    for j in range(1, n):  # a connected DAG: every kernel has an earlier producer
+        edges.append(EdgeSpec(f"k{draw(st.integers(0, j - 1))}", f"k{j}", draw(st.integers(1, 1000))))
+    for _ in range(draw(st.integers(0, 3))):
+        a, b = sorted(draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True)))
+        edges.append(EdgeSpec(f"k{a}", f"k{b}", draw(st.integers(1, 1000))))
+    side = draw(st.integers(14, 24))
+    return kernels, edges, side
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(problems())
+def test_random_problems_are_legal_and_beat_baselines(problem):
+    kernels, edges, side = problem
+    p = place(kernels, edges, width=side, height=side, time_limit=0.5)
+    assert_legal(kernels, p)
+    s = p.stats
+    assert s["objective"] == recomputed_objective(p) == objective(layout_of(p), edges)
+    assert s["total_hops"] == sum(e.hops for e in p.edges)
+    for base in ("rowmajor_objective", "snake_objective"):
+        if s[base] is not None:
+            assert s["objective"] <= s[base]
+    assert 0 <= s["bound"] <= s["objective"]
+    assert s["pes_used"] == sum(k.shape[0] * k.shape[1] for k in p.kernels.values())
+
+
+def test_baselines_only_when_cpsat_is_disabled():
+    kernels, edges = gpt2_graph(1)
+    p = place(kernels, edges, width=300, height=300, time_limit=0)
+    assert p.stats["solver_status"] == "DISABLED"
+    assert p.stats["method"] in ("rowmajor", "snake")
+    assert p.stats["objective"] == min(p.stats["rowmajor_objective"], p.stats["snake_objective"])
+    assert_legal(kernels, p)
+
+
+def test_snake_rows_alternate_direction():
+    kernels = [KernelSpec(f"k{i}", "linear", ((2, 4),)) for i in range(5)]
+    edges = [EdgeSpec(f"k{i}", f"k{i + 1}", 10) for i in range(4)]
+    s = snake(kernels, edges, 12, 10)  # three per row, then back west
+    assert [s[f"k{i}"].y for i in range(5)] == [0, 0, 0, 2, 2]
+    assert [s[f"k{i}"].flip for i in range(5)] == [False, False, False, True, True]
+    assert s["k3"].x == 8 and s["k4"].x == 4
+    assert objective(s, edges) < objective(rowmajor(kernels, edges, 12, 10), edges)
+
+
+# --- optimality on problems small enough to enumerate ------------------------------------
+
+
+def brute_force(kernels, edges, width, height) -> int:
+    options = []
+    for k in kernels:
+        options.append([Rect(x, y, r, c, f) for r, c in k.shapes for f in (False, True)
+                        for y in range(height - r + 1) for x in range(width - c + 1)])
+    best = None
+    for combo in itertools.product(*options):
+        if any(a.overlaps(b) for a, b in itertools.combinations(combo, 2)):
+            continue
+        cost = objective({k.name: r for k, r in zip(kernels, combo)}, edges)
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+def test_cpsat_and_bound_agree_with_enumeration():
+    kernels = [KernelSpec("a", "norm", ((3, 1),)), KernelSpec("b", "linear", ((1, 2), (2, 1))),
+               KernelSpec("c", "linear", ((2, 2),))]
+    edges = [EdgeSpec("a", "b", 7), EdgeSpec("b", "c", 5), EdgeSpec("a", "c", 3)]
+    optimum = brute_force(kernels, edges, 5, 4)
+    p = place(kernels, edges, width=5, height=4, time_limit=5)
+    assert p.stats["objective"] == optimum
+    assert p.stats["bound"] <= optimum
+    assert p.stats["solver_status"] == "OPTIMAL" and p.stats["gap"] == 0
+
+
+# --- determinism and the JSON form ---------------------------------------------------------
+
+
+def test_two_runs_give_identical_json():
+    kernels, edges = gpt2_graph(2)
+    runs = [place(kernels, edges, width=400, height=300, time_limit=10).dumps() for _ in range(2)]
+    assert runs[0] == runs[1]
+    doc = json.loads(runs[0])
+    assert "time" not in json.dumps(doc["stats"]).replace("time_limit", "").replace("time_budget", "") \
+        .replace("time_capped", "")
+    assert Placement.from_json(doc).to_json() == doc
+    assert list(doc) == sorted(doc)
+
+
+def test_from_json_rejects_other_formats():
+    with pytest.raises(PlacementError, match="format"):
+        Placement.from_json({"format": "something/else"})
+
+
+# --- a transformer block: near-optimal, with a bound that says so -------------------------
+
+
+def test_transformer_block_reaches_small_gap():
+    kernels, edges = gpt2_graph(1)  # wte, one block (7 kernels), ln_f, lm_head: 10 kernels
+    assert len(kernels) == 10
+    p = place(kernels, edges, width=300, height=300, time_limit=10)
+    s = p.stats
+    assert s["method"] == "cpsat"
+    assert s["gap"] <= 0.10, s
+    assert s["objective"] < 0.5 * min(s["snake_objective"], s["rowmajor_objective"])
+    assert_legal(kernels, p)
+
+
+# --- deep models ---------------------------------------------------------------------------
+
+
+def test_find_stack_accepts_copies_and_rejects_irregular_blocks():
+    kernels, edges = llama_graph(4)
+    stack = find_stack(kernels, edges)
+    assert stack is not None and stack.blocks == [0, 1, 2, 3]
+    assert ("down_proj", "ln_1") in stack.seam and len(stack.roles) == 9
+    skip = edges + [EdgeSpec("l0.down_proj", "l2.o_proj", 1)]  # an edge across two blocks
+    assert find_stack(kernels, skip) is None
+    odd = [k if k.name != "l2.q_proj" else KernelSpec(k.name, k.kind, ((8, 8),), k.block, k.role)
+           for k in kernels]
+    assert find_stack(odd, edges) is None
+
+
+def test_32_block_model_finishes_in_time_and_beats_baselines():
+    kernels, edges = llama_graph(32)  # 291 kernels, 68% of a WSE-3 mesh
+    limit = 20.0
+    t0 = time.monotonic()
+    p = place(kernels, edges, width=755, height=1170, time_limit=limit)
+    took = time.monotonic() - t0
+    assert took <= limit + 2.0, f"took {took:.1f}s for a {limit}s limit"
+    s = p.stats
+    assert s["method"] == "template"
+    assert s["objective"] < 0.7 * s["snake_objective"]
+    assert s["objective"] <= s["rowmajor_objective"]
+    assert_legal(kernels, p)
+    assert s["objective"] == recomputed_objective(p)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_too_big_reports_the_numbers():
+    kernels = [KernelSpec(f"k{i}", "linear", ((10, 10), (5, 20))) for i in range(5)]
+    with pytest.raises(PlacementError) as err:
+        place(kernels, [], width=20, height=20, time_limit=1)
+    msg = str(err.value)
+    assert "500" in msg and "400" in msg and "20x20" in msg  # PEs needed, available, mesh
+    assert "10 rows x 10 cols" in msg  # the largest kernel
+
+
+def test_rectangle_larger_than_mesh_reports_it():
+    kernels = [KernelSpec("huge", "linear", ((30, 40),)), KernelSpec("ok", "norm", ((1, 1),))]
+    with pytest.raises(PlacementError, match=r"'huge'.*30 rows x 40 cols.*25x25 mesh"):
+        place(kernels, [EdgeSpec("huge", "ok", 1)], width=25, height=25, time_limit=1)
+
+
+def test_bad_input_is_named():
+    k = [KernelSpec("a", "norm", ((1, 1),))]
+    with pytest.raises(PlacementError, match="unknown kernel 'b'"):
+        place(k, [EdgeSpec("a", "b", 1)], width=4, height=4)
+    with pytest.raises(PlacementError, match="twice"):
+        place(k + k, [], width=4, height=4)
