@@ -100,7 +100,7 @@ class Route:
 
     hops: int = 0
     lanes: int = 1
-    load: int = 0
+    contention: float = 1.0  # bytes on the route's busiest link / this edge's bytes
     color: int | None = None
     order: str = ""
 
@@ -161,7 +161,7 @@ def _channel(name: str, src: str, dst: str, nbytes: int, route: Route | None) ->
     if route is not None:
         props["hops"] = _i(route.hops)
         props["lanes"] = _i(route.lanes)
-        props["load"] = _i(max(route.load, nbytes))
+        props["load"] = _i(max(nbytes, round(route.contention * nbytes)))
         if route.color is not None:
             props["color"] = _i(route.color)
         if route.order:

@@ -186,7 +186,7 @@ def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: 
 
 
 def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "latency",
-         capacity_fraction: float = 0.85, plan_tokens: int = 128) -> dict[str, Candidate]:
+         capacity_fraction: float = 0.7, plan_tokens: int = 128) -> dict[str, Candidate]:
     """Choose every kernel's grid and record it (`grid`, `sram_bytes`) on the kernel op."""
     budget = target.buffer_budget
     cost = CostModel(target)

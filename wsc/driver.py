@@ -313,7 +313,8 @@ def place_kernels(kmodule: ModuleOp, ctx, target: Target, time_limit: float) -> 
     for e in js["edges"]:
         s, d = e["src"], e["dst"]
         lanes = min(shapes[s][0], shapes[d][0])
-        routes[(s, d)] = Route(e["hops"], lanes, e.get("max_link_load_bytes", 0), e.get("color"),
+        load = e.get("max_link_load_bytes") or e["bytes"]
+        routes[(s, d)] = Route(e["hops"], lanes, load / max(1, e["bytes"]), e.get("color"),
                                e.get("order", ""))
     return Placed(origins, routes, js)
 
