@@ -165,13 +165,17 @@ def _print_sim(res: dict) -> None:
 def report_cmd(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file (default: BUNDLE with .html)."),
+    sim: Optional[Path] = typer.Option(None, "--sim", help="A `wsc simulate --json` result: adds its numerics to the summary."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG image of the mesh view."),
 ) -> None:
     """Write the placement report of a bundle as one self-contained HTML file."""
     try:
-        from wsc.report import write_report_for_bundle
+        from wsc.report import timed_report
 
-        path = write_report_for_bundle(bundle, output)
-        err.print(f"[green]wrote[/] {path}")
+        path, seconds = timed_report(bundle, output, sim=sim, png=png)
+        size = path.stat().st_size
+        err.print(f"[green]wrote[/] {path} ({size / 1e6:.2f} MB in {seconds:.1f}s)"
+                  + (f" and {png}" if png is not None else ""), highlight=False)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
         _fail(e)
 
