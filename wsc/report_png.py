@@ -59,7 +59,7 @@ def render_mesh(data: dict) -> np.ndarray:
     if loads:
         lo, hi = min(loads), max(loads)
         runs = sorted(range(0, len(links), 5), key=lambda i: (links[i + 4], i))  # hot on top
-        half = max(0, p // 6)
+        half = max(0, p // 10)
         off = p // 5
         for i in runs:
             x0, y0, x1, y1, b = links[i:i + 5]
