@@ -83,7 +83,9 @@ class Term:
     """`weight` bytes from `src`'s out port to `dst`'s in port shifted by `shift`.
 
     An end is a free kernel's name or a fixed port PE (x, y). `pitch` "x" or "y" also moves the
-    destination by the window layout's width or height: a template's copy in the next slot.
+    destination by the window layout's width or height: a template's copy in the next slot;
+    "turn" puts it in the copy one height down and mirrored in x within the layout's width: the
+    first block after a snake band turns around (tiling.py).
     """
 
     weight: int
@@ -102,8 +104,8 @@ class Window:
     hint: dict[str, Rect] | None = None
     anchored: bool = True  # False: nothing fixed, so break translation and mirror symmetry
     cuts: list[tuple[list[int], int]] = field(default_factory=list)  # Σ cost(terms[i]) ≥ lb
-    ports: str = "flip"  # "flip": orientation is a variable; "east": every kernel streams
-    # east; "relaxed": a port may be any column of its rectangle (a relaxation, for bounds)
+    ports: str = "flip"  # "flip": orientation is a variable; "east": every kernel streams east
+    lp: bool = True  # False: no LP relaxation (linearization_level 0), pure propagation and search
 
 
 @dataclass
@@ -126,29 +128,23 @@ def extent(rects, axis: str) -> int:
     return max(r.y + r.rows for r in rs) - min(r.y for r in rs)
 
 
-def _columns(end, rects, out: bool, relaxed: bool) -> tuple[int, int, int]:
-    """(first column, last column, row) a term's end may use."""
-    if not isinstance(end, str):
-        return end[0], end[0], end[1]
-    r = rects[end]
-    if relaxed:
-        return r.x, r.x + r.cols - 1, r.y + r.rows // 2
-    x, y = out_port(r) if out else in_port(r)
-    return x, x, y
+def _dst(t: Term, x, y, pitch: dict):
+    """The destination port after the term's shift, pitch or mirror (ints or CP-SAT exprs)."""
+    if t.pitch == "turn":  # one layout height down, mirrored within [0, layout width)
+        return pitch["x"] - 1 - x + t.shift[0], y + t.shift[1] + pitch["y"]
+    return (x + t.shift[0] + (pitch["x"] if t.pitch == "x" else 0),
+            y + t.shift[1] + (pitch["y"] if t.pitch == "y" else 0))
 
 
-def term_hops(t: Term, rects: dict[str, Rect], pitch: dict[str, int] | None = None,
-              relaxed: bool = False) -> int:
-    slo, shi, sy = _columns(t.src, rects, True, relaxed)
-    dlo, dhi, dy = _columns(t.dst, rects, False, relaxed)
-    ox = t.shift[0] + (pitch["x"] if pitch and t.pitch == "x" else 0)
-    oy = t.shift[1] + (pitch["y"] if pitch and t.pitch == "y" else 0)
-    return max(0, slo - dhi - ox, dlo + ox - shi) + abs(sy - dy - oy)
+def term_hops(t: Term, rects: dict[str, Rect], pitch: dict[str, int] | None = None) -> int:
+    sx, sy = out_port(rects[t.src]) if isinstance(t.src, str) else t.src
+    dx, dy = _dst(t, *(in_port(rects[t.dst]) if isinstance(t.dst, str) else t.dst), pitch or {"x": 0, "y": 0})
+    return abs(sx - dx) + abs(sy - dy)
 
 
-def window_cost(terms: list[Term], rects: dict[str, Rect], relaxed: bool = False) -> int:
+def window_cost(terms: list[Term], rects: dict[str, Rect]) -> int:
     pitch = {a: extent(rects.values(), a) for a in "xy"} if any(t.pitch for t in terms) else None
-    return sum(t.weight * term_hops(t, rects, pitch, relaxed) for t in terms)
+    return sum(t.weight * term_hops(t, rects, pitch) for t in terms)
 
 
 def _fits(win: Window, rects: dict[str, Rect]) -> bool:
@@ -171,33 +167,16 @@ def parallel(fn, items: list, workers: int) -> list:
         return list(pool.map(fn, items))
 
 
-def solve_portfolio(win: Window, *, det_time: float, seed: int, workers: int,
-                    clock: Clock | None = None) -> Solved:
-    """The same window under `workers` seeds; the cheapest wins (lowest seed on ties), and the
-    best bound of all of them is kept."""
-    runs = parallel(lambda s: solve(win, det_time=det_time, seed=s, clock=clock),
-                    [seed + i for i in range(max(1, workers))], workers)
-    best = min(runs, key=lambda r: (r.cost is None, r.cost if r.cost is not None else 0))
-    best.bound = max(r.bound for r in runs)
-    if best.cost is not None:
-        best.bound = min(best.bound, best.cost)
-    best.det_time = sum(r.det_time for r in runs)
-    best.capped = any(r.capped for r in runs)
-    if any(r.status == "OPTIMAL" for r in runs):
-        best.status = "OPTIMAL"
-    return best
-
-
 @dataclass
 class _Vars:
     x: cp_model.IntVar
     y: cp_model.IntVar
-    flip: cp_model.IntVar
+    flip: cp_model.IntVar | bool  # a constant unless the orientation is free
     shapes: list[tuple[tuple[int, int], cp_model.IntVar]]
     width: cp_model.LinearExprT
     height: cp_model.LinearExprT
-    out_x: tuple[cp_model.LinearExprT, cp_model.LinearExprT]  # first and last column it may use
-    in_x: tuple[cp_model.LinearExprT, cp_model.LinearExprT]
+    out_x: cp_model.LinearExprT
+    in_x: cp_model.LinearExprT
     port_y: cp_model.LinearExprT
 
 
@@ -210,7 +189,7 @@ def _kernel_vars(m: cp_model.CpModel, k: KernelSpec, box, boxes_x: list, boxes_y
     n = k.name
     x = m.NewIntVar(x0, x1 - min(c for _, c in shapes), f"x[{n}]")
     y = m.NewIntVar(y0, y1 - min(r for r, _ in shapes), f"y[{n}]")
-    flip = m.NewBoolVar(f"flip[{n}]") if ports == "flip" else m.NewConstant(0)
+    flip = m.NewBoolVar(f"flip[{n}]") if ports == "flip" else False
     bs = [m.NewBoolVar(f"b[{n},{r}x{c}]") for r, c in shapes]
     m.AddExactlyOne(bs)
     in_off = []
@@ -233,10 +212,7 @@ def _kernel_vars(m: cp_model.CpModel, k: KernelSpec, box, boxes_x: list, boxes_y
     in_x = x + sum(in_off)
     out_x = x + sum((c - 1) * b for (_, c), b in pairs) - sum(in_off)
     port_y = y + sum((r // 2) * b for (r, _), b in pairs)
-    height = sum(r * b for (r, _), b in pairs)
-    if ports == "relaxed":  # a port may be any column of the rectangle
-        return _Vars(x, y, flip, pairs, width, height, (x, x + width - 1), (x, x + width - 1), port_y)
-    return _Vars(x, y, flip, pairs, width, height, (out_x, out_x), (in_x, in_x), port_y)
+    return _Vars(x, y, flip, pairs, width, sum(r * b for (r, _), b in pairs), out_x, in_x, port_y)
 
 
 def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None) -> Solved:
@@ -246,9 +222,8 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
         clock.capped = True  # type: ignore[union-attr]
         det_time = 0.0
     x0, y0, x1, y1 = win.box
-    relaxed = win.ports == "relaxed"
     hint = win.hint if win.hint is not None and _fits(win, win.hint) else None
-    hint_cost = window_cost(win.terms, hint, relaxed) if hint else None
+    hint_cost = window_cost(win.terms, hint) if hint else None
     if det_time <= 0 or not win.kernels:
         if hint:
             return Solved(dict(hint), hint_cost, 0, "HINT")
@@ -274,13 +249,14 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
     if not win.anchored:
         m.AddMinEquality(x0, [kv.x for kv in free])
         m.AddMinEquality(y0, [kv.y for kv in free])
-        if win.ports == "flip" and not any(t.pitch == "x" for t in win.terms):
+        if win.ports == "flip" and not any(t.pitch in ("x", "turn") for t in win.terms):
             m.Add(free[0].flip == 0)  # an x seam is not mirror symmetric
+    assert x0 == 0 or not any(t.pitch == "turn" for t in win.terms), "mirrors are taken in [0, width)"
     pitch: dict[str, cp_model.LinearExprT] = {"x": 0, "y": 0}
     hint_pitch = {a: extent(hint.values(), a) for a in "xy"} if hint else {"x": 0, "y": 0}
     ends = {}
     for axis, lo, hi in (("x", x0, x1), ("y", y0, y1)):
-        if any(t.pitch == axis for t in win.terms):
+        if any(t.pitch in (axis, "turn") for t in win.terms):
             assert not win.anchored, "a pitch is the extent of a free-floating layout"
             ends[axis] = m.NewIntVar(lo, hi, f"end_{axis}")
             m.AddMaxEquality(ends[axis], [(kv.x + kv.width) if axis == "x" else (kv.y + kv.height)
@@ -295,31 +271,25 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
     for i, t in enumerate(win.terms):
         if t.weight <= 0:
             continue
-        (slo, shi), sy = ((v[t.src].out_x, v[t.src].port_y) if isinstance(t.src, str)
-                          else ((t.src[0], t.src[0]), t.src[1]))
-        (dlo, dhi), dy = ((v[t.dst].in_x, v[t.dst].port_y) if isinstance(t.dst, str)
-                          else ((t.dst[0], t.dst[0]), t.dst[1]))
-        ox = t.shift[0] + (pitch["x"] if t.pitch == "x" else 0)
-        ay = sy - dy - t.shift[1] - (pitch["y"] if t.pitch == "y" else 0)
+        sx, sy = (v[t.src].out_x, v[t.src].port_y) if isinstance(t.src, str) else t.src
+        dx, dy = _dst(t, *((v[t.dst].in_x, v[t.dst].port_y) if isinstance(t.dst, str) else t.dst), pitch)
         consts = [*t.shift, *(() if isinstance(t.src, str) else t.src), *(() if isinstance(t.dst, str) else t.dst)]
         far = max([abs(c) for c in consts] + [x1, y1])
         hx = m.NewIntVar(0, x1 - x0 + 2 * far, f"dx{i}")
         hy = m.NewIntVar(0, y1 - y0 + 2 * far, f"dy{i}")
-        m.Add(hx >= slo - dhi - ox)
-        m.Add(hx >= dlo + ox - shi)
-        m.Add(hy >= ay)
-        m.Add(hy >= -ay)
+        m.Add(hx >= sx - dx)
+        m.Add(hx >= dx - sx)
+        m.Add(hy >= sy - dy)
+        m.Add(hy >= dy - sy)
         if isinstance(t.src, str) and isinstance(t.dst, str) and t.shift == (0, 0) and not t.pitch:
             m.Add(hx + hy >= 1)
             pairs.add(tuple(sorted((t.src, t.dst))))  # type: ignore[arg-type]
         term_expr[i] = (t.weight // g) * (hx + hy)
         objective.append(term_expr[i])
         if hint:
-            a_lo, a_hi, a_y = _columns(t.src, hint, True, relaxed)
-            b_lo, b_hi, b_y = _columns(t.dst, hint, False, relaxed)
-            hox = t.shift[0] + (hint_pitch["x"] if t.pitch == "x" else 0)
-            hints[hx] = max(0, a_lo - b_hi - hox, b_lo + hox - a_hi)
-            hints[hy] = abs(a_y - b_y - t.shift[1] - (hint_pitch["y"] if t.pitch == "y" else 0))
+            hsx, hsy = out_port(hint[t.src]) if isinstance(t.src, str) else t.src
+            hdx, hdy = _dst(t, *(in_port(hint[t.dst]) if isinstance(t.dst, str) else t.dst), hint_pitch)
+            hints[hx], hints[hy] = abs(hsx - hdx), abs(hsy - hdy)
 
     # siblings compete for the space next to the same port: give them relative literals too
     around: dict[tuple[str, int], list[str]] = {}
@@ -367,6 +337,8 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
     p.random_seed = seed
     p.num_workers = 1
     p.max_deterministic_time = det_time
+    if not win.lp:
+        p.linearization_level = 0
     if wall_limit is not None:
         p.max_time_in_seconds = max(0.05, wall_limit)
     status = solver.Solve(m)
@@ -385,10 +357,10 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
         for k in win.kernels:
             kv = v[k.name]
             shape = next(s for s, b in kv.shapes if solver.BooleanValue(b))
-            rects[k.name] = Rect(solver.Value(kv.x), solver.Value(kv.y), *shape,
-                                 solver.BooleanValue(kv.flip))
+            flip = kv.flip if isinstance(kv.flip, bool) else solver.BooleanValue(kv.flip)
+            rects[k.name] = Rect(solver.Value(kv.x), solver.Value(kv.y), *shape, flip)
     bound = max(0, math.ceil(solver.BestObjectiveBound() - 1e-6)) * g
-    cost = window_cost(win.terms, rects, relaxed) if rects is not None else None
+    cost = window_cost(win.terms, rects) if rects is not None else None
     if hint and (cost is None or hint_cost <= cost):  # type: ignore[operator]
         rects, cost = dict(hint), hint_cost
     if cost is not None:

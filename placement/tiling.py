@@ -11,20 +11,23 @@ blocks are copies (DESIGN §10). So:
    orientation flipped, hops are exactly those of the template (hops.py); mirrored in y they
    differ by at most one hop per even-height end.
 3. The template is one block placed by CP-SAT in a slot-sized box, with its seam edges costed
-   against its own copy one template width (x bands) or height (y bands) further on; that
-   extent is a variable, so the template optimises the block, the block-to-block hop and its
-   own compactness together. Every band shape (blocks per band) gets a short solve with all
-   kernels streaming east (fast to solve and prove), the finalists continue from there with
-   free orientations; the slot pitch is then the template's actual extent.
+   against its own copy one template width further on (a forward seam) and against its
+   mirror image one template height down (a turn at a band's end), weighted by how many of
+   each the tiling has; those extents are variables, so the template optimises the block, the
+   block-to-block hops and its own compactness together. A few band shapes (blocks per band,
+   near the block's natural width) get a short solve with every kernel streaming east (fast to
+   solve and prove); the two whose tiled layouts are cheapest continue with free orientations.
+   The slot pitch is then the template's actual extent.
 4. Kernels outside the blocks (embedding, final norm, LM head) go around the tiled blocks
    (`bestfit.py`, then a CP-SAT window with every block as an obstacle). The grid is tried
    flush west or east of a strip reserved for them, and with or without its first slot left
    free for the kernels feeding block 0 (the embedding then sits where a block before it
    would); the cheapest complete layout wins.
 5. Seams: for each consecutive block pair, a CP-SAT window over their two slots frees both
-   blocks' kernels (free orientations) with everything else fixed; this is what repairs the
-   turns at band ends, which the template cannot see. Congruent windows (every forward seam
-   looks the same, and so does every turn at the same end) are solved once and reused.
+   blocks' kernels (free orientations) with everything else fixed. Congruent windows (every
+   forward seam looks the same, and so does every turn at the same end) are solved once and
+   reused. (On the GPT-2 and Llama-shaped graphs these windows have found nothing the
+   template had missed; they get a small share of the budget.)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from wsc.placement.hops import in_port, mirror_x, mirror_y, objective, out_port
 from wsc.placement.spec import EdgeSpec, KernelSpec, Rect, topo_order
 
 FILL_MAX = 0.8  # a slot box fuller than this leaves the template no room to choose
-MAX_BOXES = 6  # band shapes given a first, short template solve
+MAX_BOXES = 4  # band shapes given a first, short template solve
 FINALISTS = 2  # band shapes whose template gets the rest of the budget
 
 
@@ -139,15 +142,20 @@ def strip_width(extras: list[KernelSpec], width: int, height: int) -> int:
     return width
 
 
-def slot_boxes(stack: Stack, kernel: dict[str, KernelSpec], width: int, height: int) -> list[Slots]:
-    """Boxes the template may use: one per band shape (blocks per band), widest band first.
+def slot_boxes(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSpec], width: int,
+               height: int) -> list[Slots]:
+    """Boxes the template may use: one per band shape (blocks per band), at most MAX_BOXES,
+    those closest to the block's natural width (its dataflow layers side by side) first.
 
     Rows of blocks (axis x) come first: a block is a chain streaming along x, so a row of
     copies has 1-hop seams. Columns (axis y) are the fallback when no row box fits a block.
     """
     n = len(stack.blocks)
     block = [kernel[stack.names[stack.blocks[0]][r]] for r in stack.roles]
+    names = {k.name for k in block}
     area = sum(min(r * c for r, c in k.shapes) for k in block)
+    natural = layered(block, [e for e in edges if e.src in names and e.dst in names], width, height)
+    guess = max(1, width // max(r.x + r.cols for r in natural.values())) if natural else 1
     for axis in ("x", "y"):
         found = []
         for per in range(1, n + 1):
@@ -160,7 +168,8 @@ def slot_boxes(stack: Stack, kernel: dict[str, KernelSpec], width: int, height: 
             if all(any(r <= h and c <= w for r, c in k.shapes) for k in block):
                 found.append(Slots(axis, per, w, h, 0))
         if found:
-            return found[:MAX_BOXES]
+            found.sort(key=lambda s: (abs(s.per - guess) if axis == "x" else 0, s.per))
+            return sorted(found[:MAX_BOXES], key=lambda s: s.per)
     return []
 
 
@@ -171,29 +180,46 @@ def _rep_block(stack: Stack) -> int:
 
 def template_window(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSpec],
                     box: Slots, cuts: list[tuple[list[int], int]],
-                    hint: dict[str, Rect] | None = None) -> Window:
-    """One block in one slot box; its seam edges go to its own copy one extent further on."""
+                    hint: dict[str, Rect] | None = None, skip: int = 0) -> Window:
+    """One block in one slot box; its seam edges go to its own copy one extent further on.
+
+    In row bands (axis x) a seam is either forward (the next slot east) or a turn (the slot
+    below, mirrored). With N blocks in bands of `per`, there are T = bands - 1 turns and
+    F = N - 1 - T forward seams, so the terms are weighted N (inside the block), F and T:
+    the template minimises N times the average cost per block.
+    """
+    n = len(stack.blocks)
+    turns = math.ceil((n + skip) / box.per) - 1 if box.axis == "x" else 0
+    scale = {"": n, box.axis: n - 1 - turns, "turn": turns}
     rep = _rep_block(stack)
     mine, nxt = stack.names[rep], stack.names[rep + 1]
     names = set(mine.values())
-    role_in_next = {n: r for r, n in nxt.items()}
-    terms, term_of = [], {}
+    role_in_next = {m: r for r, m in nxt.items()}
+    terms: list[Term] = []
+    term_of: dict[int, list[int]] = {}  # edge -> its terms (a seam has a forward and a turn term)
     for i, e in enumerate(edges):
         if e.src in names and e.dst in names:
-            term_of[i] = len(terms)
-            terms.append(Term(e.bytes, e.src, e.dst))
+            term_of[i] = [len(terms)]
+            terms.append(Term(e.bytes * scale[""], e.src, e.dst))
         elif e.src in names and e.dst in role_in_next:
-            terms.append(Term(e.bytes, e.src, mine[role_in_next[e.dst]], pitch=box.axis))
+            for pitch in (box.axis, "turn"):
+                if scale[pitch] > 0:
+                    terms.append(Term(e.bytes * scale[pitch], e.src, mine[role_in_next[e.dst]], pitch=pitch))
     # a cut of the bound (bounds.py) on this block's edges, or on the seam from the block
-    # before (the same edges one block earlier, by translation), holds for the template too
-    prev = {n: r for r, n in stack.names.get(rep - 1, {}).items()}
-    role_here = {n: r for r, n in mine.items()}
+    # before (the same edges one block earlier, by translation), holds for the template too,
+    # scaled by the smallest weight its terms got
+    prev = {m: r for r, m in stack.names.get(rep - 1, {}).items()}
+    role_here = {m: r for r, m in mine.items()}
     for i, e in enumerate(edges):
         if e.src in prev and e.dst in names:
-            seam = Term(e.bytes, mine[prev[e.src]], mine[role_here[e.dst]], pitch=box.axis)
-            term_of[i] = terms.index(seam) if seam in terms else None
-    tcuts = [([term_of[i] for i in idx], lb) for idx, lb in cuts
-             if all(term_of.get(i) is not None for i in idx)]
+            seam = Term(e.bytes * scale[box.axis], mine[prev[e.src]], mine[role_here[e.dst]], pitch=box.axis)
+            if seam in terms:
+                term_of[i] = [terms.index(seam)]
+    tcuts = []
+    for idx, lb in cuts:
+        if all(i in term_of for i in idx):
+            ids = [j for i in idx for j in term_of[i]]
+            tcuts.append((ids, lb * min(scale[terms[j].pitch] for j in ids)))
     block = [kernel[mine[r]] for r in stack.roles]
     inner = [e for e in edges if e.src in names and e.dst in names]
     win = Window(block, (0, 0, box.width, box.height), terms, anchored=False, cuts=tcuts,
@@ -263,8 +289,17 @@ def place_extras(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec],
     if greedy is None:
         return None
     free = {k.name for k in order}
-    win = Window(order, (0, 0, width, height), terms_around(free, edges, {**blocks, **greedy}),
-                 obstacles=list(blocks.values()), hint=greedy)
+    terms = terms_around(free, edges, {**blocks, **greedy})
+    # a window around the greedy spots and the ports they connect to, not the whole mesh:
+    # hundreds of obstacles cost CP-SAT more to load than to search
+    pts = [p for t in terms for p in (t.src, t.dst) if not isinstance(p, str)]
+    pts += [(r.x, r.y) for r in greedy.values()] + [(r.x + r.cols, r.y + r.rows) for r in greedy.values()]
+    margin = max(max(r, c) for k in order for r, c in k.shapes)
+    box = (max(0, min(p[0] for p in pts) - margin), max(0, min(p[1] for p in pts) - margin),
+           min(width, max(p[0] for p in pts) + margin + 1), min(height, max(p[1] for p in pts) + margin + 1))
+    inside = [r for r in blocks.values() if r.x < box[2] and r.x + r.cols > box[0]
+              and r.y < box[3] and r.y + r.rows > box[1]]
+    win = Window(order, box, terms, obstacles=inside, hint=greedy)
     res = solve(win, det_time=det_time, seed=seed, clock=clock)
     return {**blocks, **(res.rects or greedy)}
 
@@ -337,11 +372,12 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
     FINALISTS whose tiled layouts were cheapest continue from their first-round solution.
     """
     kernel = {k.name: k for k in kernels}
-    boxes = slot_boxes(stack, kernel, width, height)
+    boxes = slot_boxes(stack, kernel, edges, width, height)
     if not boxes:
         return None
     strip = strip_width(stack.extras, width, height)
     head = head_extras(stack, edges)
+    skip = 1 if head else 0  # the layouts that leave block 0's slot to the embedding
     rep = _rep_block(stack)
     role_of = {v: r for r, v in stack.names[rep].items()}
 
@@ -349,9 +385,9 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
         return math.ceil(n / max(1, workers))
 
     first_dt = 0.2 * det_time / rounds(len(boxes))
-    final_dt = 0.45 * det_time / rounds(min(FINALISTS, len(boxes)))
+    final_dt = 0.55 * det_time / rounds(min(FINALISTS, len(boxes)))
     extras_dt = 0.1 * det_time / rounds(min(FINALISTS, len(boxes)))
-    seams_dt = 0.25 * det_time
+    seams_dt = 0.15 * det_time
 
     block_edges = [e for e in edges if kernel[e.src].block is not None and kernel[e.dst].block is not None]
 
@@ -384,7 +420,8 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
         return best
 
     def first(box: Slots):
-        res = solve(template_window(stack, kernel, edges, box, cuts), det_time=first_dt, seed=seed, clock=clock)
+        res = solve(template_window(stack, kernel, edges, box, cuts, skip=skip), det_time=first_dt,
+                    seed=seed, clock=clock)
         return box, res, rank(box, res)
 
     scored = [(c, i, box, res) for i, (box, res, c) in enumerate(parallel(first, boxes, workers))
@@ -395,7 +432,7 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
 
     def final(item) -> Tiled | None:
         _, _, box, res = item
-        win = template_window(stack, kernel, edges, box, cuts, hint=res.rects)
+        win = template_window(stack, kernel, edges, box, cuts, hint=res.rects, skip=skip)
         return tile(box, solve(win, det_time=final_dt, seed=seed, clock=clock))
 
     tried = [t for t in parallel(final, scored[:FINALISTS], workers) if t is not None]

@@ -190,7 +190,7 @@ def test_find_stack_accepts_copies_and_rejects_irregular_blocks():
 
 def test_32_block_model_finishes_in_time_and_beats_baselines():
     kernels, edges = llama_graph(32)  # 291 kernels, 68% of a WSE-3 mesh
-    limit = 20.0
+    limit = 15.0
     t0 = time.monotonic()
     p = place(kernels, edges, width=755, height=1170, time_limit=limit)
     took = time.monotonic() - t0
