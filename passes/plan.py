@@ -22,7 +22,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from wsc.errors import CapacityError
 from wsc.ir.attrs import ints, shape_of
 from wsc.ir.kernel import KernelOp
-from wsc.passes.kernels import PHASES, LowerCtx, algorithm, build_region
+from wsc.passes.kernels import PHASES, LowerCtx, algorithm, build_region, footprint
 from wsc.runtime_sim.scheduler import estimate_region
 from wsc.runtime_sim.timing import CostModel
 from wsc.target import Target
@@ -114,7 +114,39 @@ def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, target:
         out.append(c)
     if not out:
         raise _does_not_fit(k, grids, ctx, budget)
+    # the candidate list is a coarse ladder: find the truly smallest grid that fits near it
+    tight = shrink(k, smallest.grid, grids, ctx, budget)
+    if tight != smallest.grid:
+        out.append(evaluate(k, tight, ctx, budget, cost))  # type: ignore[arg-type]
     return pareto(out)
+
+
+def shrink(k: KernelOp, grid: tuple[int, int], grids: list[tuple[int, int]], ctx: LowerCtx,
+           budget: int) -> tuple[int, int]:
+    """Binary-search each grid extent down to the smallest that still fits SRAM (the
+    footprint falls as the grid grows), among the grids the kernel's algorithm allows."""
+    allows = getattr(algorithm(k), "allows", lambda k, g: True)
+
+    def fits(g: tuple[int, int]) -> bool:
+        return allows(k, g) and footprint(k, g, ctx, budget) <= budget
+
+    def smallest(values: list[int], make) -> int:  # fits(make(values[-1])) holds
+        lo, hi = -1, len(values) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(make(values[mid])) else (mid, hi)
+        return values[hi]
+
+    r, c = grid
+    if all(a == b for a, b in grids):  # square kernels stay square
+        below = max([g[0] for g in grids if g[0] < r], default=0)
+        p = smallest(list(range(below + 1, r + 1)), lambda v: (v, v))
+        return (p, p)
+    below_r = max([g[0] for g in grids if g[0] < r and g[1] == c], default=0)
+    r = smallest([v for v in range(below_r + 1, r + 1) if allows(k, (v, c))] or [r], lambda v: (v, c))
+    below_c = max([g[1] for g in grids if g[1] < c and g[0] == grid[0]], default=0)
+    c = smallest([v for v in range(below_c + 1, c + 1) if allows(k, (r, v))] or [c], lambda v: (r, v))
+    return (r, c)
 
 
 def pareto(cands: list[Candidate], plan_tokens: int = 128) -> list[Candidate]:
@@ -145,17 +177,29 @@ def _does_not_fit(k: KernelOp, grids, ctx: LowerCtx, budget: int) -> CapacityErr
     )
 
 
+def min_pes(groups: list[Group]) -> int:
+    return sum(len(g.kernels) * g.candidates[0].pes for g in groups)
+
+
+def capacity(groups: list[Group], target: Target, fraction: float) -> int:
+    """PEs the planner may hand out: `fraction` of the mesh, leaving placement room to pack,
+    or — for models that need more — their minimum plus 5%, up to 90% of the mesh."""
+    need, mesh = min_pes(groups), target.pe_count
+    cap = max(int(mesh * fraction), min(int(need * 1.05), int(mesh * 0.9)))
+    if need > cap:
+        raise CapacityError(
+            f"the model needs {need:,} PEs at least (every kernel on its smallest grid that fits "
+            f"{target.buffer_budget} bytes of SRAM per PE) but {target.name} has {mesh:,} "
+            f"({need / mesh:.0%}; placement needs some of the mesh free to pack rectangles)",
+            hint="choose a larger target, a narrower --dtype, or a smaller --prefill-chunk",
+        )
+    return cap
+
+
 def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: float = 10.0) -> None:
     """Pick one candidate per group: minimise Σ time, Σ PEs ≤ capacity (CP-SAT, exact)."""
     from ortools.sat.python import cp_model
 
-    smallest = sum(len(g.kernels) * g.candidates[0].pes for g in groups)
-    if smallest > capacity:
-        raise CapacityError(
-            f"the model needs {smallest} PEs at least (every kernel on its smallest grid that "
-            f"fits SRAM) but the target offers {capacity} for kernels",
-            hint="choose a larger target, or a narrower --dtype",
-        )
     m = cp_model.CpModel()
     scale = max(1.0, max(_time(c, plan_tokens) for g in groups for c in g.candidates) / 1e6)
     xs = []
@@ -198,14 +242,12 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "l
         g.candidates = candidates(g.kernels[0], ctx, budget, cost, target,
                                   exhaustive=strategy == "latency")
     glist = list(groups.values())
+    cap = capacity(glist, target, capacity_fraction)
     if strategy == "latency":
-        select(glist, int(target.pe_count * capacity_fraction), plan_tokens)
+        select(glist, cap, plan_tokens)
     else:
         for g in glist:
             g.choice = g.candidates[0]
-            need = sum(len(x.kernels) * x.candidates[0].pes for x in glist)
-            if need > target.pe_count:
-                raise CapacityError(f"the model needs {need} PEs; the target has {target.pe_count}")
     out: dict[str, Candidate] = {}
     for g in glist:
         for k in g.kernels:

@@ -42,9 +42,14 @@ def test_prefill_numerics(checkpoints, tmp_path, arch, target, dtype, seq):
     bundle = compile_bundle(checkpoints[arch], tmp_path / "m.wsc", target=target, dtype=dtype,
                             seq_len=seq, max_seq=seq + 8)
     sim = Simulator.open(bundle)
-    ids = prompt(seq, seed=seq)
-    logits, run = sim.prefill(ids)
-    agree = compare(logits, reference_logits(checkpoints[arch], ids))
+    # top-1 agreement is a rate: measure it over at least 64 positions of fresh random prompts
+    prompts = [prompt(seq, seed=seq + i) for i in range(max(1, 64 // seq))]
+    got, ref = [], []
+    for ids in prompts:
+        logits, run = sim.prefill(ids)
+        got.append(logits)
+        ref.append(reference_logits(checkpoints[arch], ids))
+    agree = compare(np.concatenate(got), np.concatenate(ref))
     if dtype == "fp32":
         assert agree.rel_l2_err <= 1e-5, agree
     else:

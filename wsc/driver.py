@@ -75,7 +75,7 @@ class CompileOptions:
         if self.prefill_chunk < 0 or (self.prefill_chunk and self.seq_len % self.prefill_chunk):
             raise UsageError(f"--prefill-chunk {self.prefill_chunk} must divide --seq-len {self.seq_len}")
         if not self.prefill_chunk:
-            self.prefill_chunk = max(d for d in range(1, min(self.seq_len, 256) + 1)
+            self.prefill_chunk = max(d for d in range(1, min(self.seq_len, 128) + 1)
                                      if self.seq_len % d == 0)
 
 

@@ -50,6 +50,10 @@ def grids(k: AttentionKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
     return [(r, c) for c in cols for r in ladder(min(max_h, 4096))]
 
 
+def allows(k: AttentionKernel, grid: tuple[int, int]) -> bool:
+    return dims(k)[1] % grid[1] == 0
+
+
 def lower(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, phase: str) -> None:
     H, KV, hd = dims(k)
     R, C = b.grid
