@@ -29,11 +29,14 @@ from wsc.placement.routing import route
 from wsc.placement.spec import EdgeSpec, KernelSpec, Rect, check_layout, problem_checks
 from wsc.placement.tiling import find_stack, place_deep
 
-DEEP_MIN_BLOCKS = 4  # fewer blocks than this: the whole graph fits one CP-SAT model
+# From 3 blocks on, tiling wins: GPT-2 with 3 blocks on 400x300 in 20 s, the whole-graph model
+# stays at the snake baseline, the template reaches 0.53 of it (2 blocks: both optimal).
+DEEP_MIN_BLOCKS = 3
 # Share of the deterministic budget for the lower bound. Small graphs get more: their layout
 # is found quickly, proving it (free orientations) is the slow part. Deep models spend
 # their time on the template instead, and their repeated components are solved once.
 BOUND_SHARE = {"flat": 0.4, "deep": 0.2}
+LAYERED_MAX_KERNELS = 60  # the layered warm start's shape search is quadratic in Python
 ROUTING_RESERVE = 0.1  # of the wall-clock limit, kept for routing and coloring
 
 
@@ -80,9 +83,8 @@ def place(kernels, edges, *, width: int, height: int, time_limit: float = 10.0, 
                                    "template_bound": tiled.template_bound,
                                    "seam_windows": tiled.seam_windows, "seams_improved": tiled.seams_improved}
         else:
-            res, flat_bound = _flat(kernels, edges, width, height, candidates, base_cost, lb.cuts,
-                                    det_time=(1 - share) * budget, seed=seed, workers=workers,
-                                    clock=clock)
+            res, flat_bound = _flat(kernels, edges, width, height, candidates, lb.cuts,
+                                    det_time=(1 - share) * budget, seed=seed, workers=workers, clock=clock)
             status = res.status
             bound = max(bound, flat_bound)
             if res.rects is not None:
@@ -94,7 +96,7 @@ def place(kernels, edges, *, width: int, height: int, time_limit: float = 10.0, 
         raise PlacementError(
             f"could not place {len(kernels)} kernels on the {width}x{height} mesh: they need {need} "
             f"of {width * height} PEs ({need / (width * height):.0%}), the largest is {big.name!r} "
-            f"at {r}x{c}; the greedy packers ran out of room"
+            f"at {r} rows x {c} cols; the greedy packers ran out of room"
             + ("" if budget > 0 else " and CP-SAT is disabled (time_limit=0)"),
             hint="give CP-SAT time (time_limit > 0), reduce the partitioner's grids, or use a larger target",
         )
@@ -143,13 +145,14 @@ def place(kernels, edges, *, width: int, height: int, time_limit: float = 10.0, 
 
 
 def _flat(kernels: list[KernelSpec], edges: list[EdgeSpec], width: int, height: int,
-          candidates: dict[str, dict[str, Rect]], base_cost: dict[str, int], cuts, *,
-          det_time: float, seed: int, workers: int, clock: Clock):
-    """The whole graph in one model; returns (best solve, a bound valid with free orientations)."""
+          candidates: dict[str, dict[str, Rect]], cuts, *, det_time: float, seed: int, workers: int,
+          clock: Clock):
+    """The whole graph in one model, warm started from the cheapest layout so far; returns
+    (best solve, a bound valid with free orientations)."""
     hint = None
-    if base_cost:
-        hint = candidates[min(base_cost, key=lambda n: (base_cost[n], n))]
-    lay = layered(kernels, edges, width, height)
+    if candidates:
+        hint = candidates[min(candidates, key=lambda n: (objective(candidates[n], edges), n))]
+    lay = layered(kernels, edges, width, height) if len(kernels) <= LAYERED_MAX_KERNELS else None
     if lay is not None and (hint is None or objective(lay, edges) < objective(hint, edges)):
         hint = lay
     terms = [Term(e.bytes, e.src, e.dst) for e in edges]

@@ -123,7 +123,7 @@ def route(rects: dict[str, Rect], edges: list[EdgeSpec], *, colors: int, reserve
 
     order_of = [chosen[group_of[i]][0] for i in range(len(edges))]
     paths = [corners(ports[i][0], ports[i][1], order_of[i]) for i in range(len(edges))]
-    max_load = [max((link_load[ln] for ln in links(p)), default=0) for p in paths]
+    max_load = [max((link_load.get(ln, 0) for ln in links(p)), default=0) for p in paths]
 
     touched: dict[int, set[Point]] = defaultdict(set)
     for i, p in enumerate(paths):

@@ -17,7 +17,8 @@ from wsc.placement.greedy import rowmajor, snake
 from wsc.placement.hops import hops, in_port, mirror_x, objective, out_port
 from wsc.placement.spec import Rect, check_layout
 from wsc.placement.synthetic import gpt2_graph, llama_graph
-from wsc.placement.tiling import find_stack
+from wsc.placement.tiling import Slots, find_stack, instantiate, template_window
+from wsc.placement.cpsat import window_cost
 
 
 def layout_of(p: Placement) -> dict[str, Rect]:
@@ -186,6 +187,46 @@ def test_find_stack_accepts_copies_and_rejects_irregular_blocks():
     odd = [k if k.name != "l2.q_proj" else KernelSpec(k.name, k.kind, ((8, 8),), k.block, k.role)
            for k in kernels]
     assert find_stack(odd, edges) is None
+
+
+@pytest.mark.parametrize("flip_some", [False, True])
+def test_template_cost_is_the_tiled_cost(flip_some):
+    """The template's weighted terms (inside ×N, forward seams ×F, band turns ×T) must equal
+    the cost of the tiled blocks exactly: forward copies are translations, turned copies x
+    mirrors with flipped orientation. This is what makes the template the right objective."""
+    kernels, edges = gpt2_graph(7)
+    stack = find_stack(kernels, edges)
+    kernel = {k.name: k for k in kernels}
+    rep = 1  # the template block (an inner one)
+    names = stack.names[rep]
+    # any layout works: take rows of the block's kernels, some streaming west
+    x, template = 0, {}
+    for i, role in enumerate(stack.roles):
+        rows, cols = kernel[names[role]].shapes[i % len(kernel[names[role]].shapes)]
+        template[names[role]] = Rect(x, 7 * i % 13, rows, cols, flip_some and i % 3 == 1)
+        x += cols
+    w = max(r.x + r.cols for r in template.values())
+    h = max(r.y + r.rows for r in template.values())
+    slots = Slots("x", 3, w, h, 0)  # 7 blocks in bands of 3: 4 forward seams, 2 turns
+    tiled = instantiate(stack, {role: template[names[role]] for role in stack.roles}, slots)
+    check_layout([k for k in kernels if k.block is not None], tiled, 3 * w, 3 * h)
+    inside = [e for e in edges if kernel[e.src].block is not None and kernel[e.dst].block is not None]
+    win = template_window(stack, kernel, edges, Slots("x", 3, 10 * w, 10 * h, 0), cuts=[], skip=0)
+    assert window_cost(win.terms, template) == objective(tiled, inside)
+
+
+def test_cpsat_packs_what_shelves_cannot():
+    # a pinwheel: four 2x3 rectangles around a 1x1 one fill a 5x5 mesh, not guillotine-cut
+    kernels = [KernelSpec("n", "linear", ((2, 3),)), KernelSpec("e", "linear", ((3, 2),)),
+               KernelSpec("s", "linear", ((2, 3),)), KernelSpec("w", "linear", ((3, 2),)),
+               KernelSpec("c", "norm", ((1, 1),))]
+    edges = [EdgeSpec("n", "c", 1), EdgeSpec("c", "s", 1)]
+    assert rowmajor(kernels, edges, 5, 5) is None and snake(kernels, edges, 5, 5) is None
+    p = place(kernels, edges, width=5, height=5, time_limit=2)
+    assert_legal(kernels, p)
+    assert p.stats["rowmajor_objective"] is None and p.stats["method"] == "cpsat"
+    with pytest.raises(PlacementError, match="25 of 25 PEs.*CP-SAT is disabled"):
+        place(kernels, edges, width=5, height=5, time_limit=0)
 
 
 def test_32_block_model_finishes_in_time_and_beats_baselines():
