@@ -23,6 +23,7 @@ import networkx as nx
 
 from wsc.placement.cpsat import Clock, Term, Window, parallel, solve
 from wsc.placement.greedy import layered
+from wsc.placement.hops import objective
 from wsc.placement.spec import EdgeSpec, KernelSpec
 
 # CP-SAT proves cycles of up to 5 kernels with free orientations in 0.1-1.5 deterministic
@@ -81,6 +82,21 @@ def _signature(ids: list[int], edges: list[EdgeSpec], kernels: dict[str, KernelS
     return tuple(key(n) for n in order), tuple(sig_edges)
 
 
+def _room(kernels: list[KernelSpec], edges: list[EdgeSpec], cost: int, width: int, height: int):
+    """How wide and tall a connected layout costing at most `cost` can be.
+
+    If no rectangle covers some g consecutive columns, some edge crosses them (the kernels are
+    connected) and pays ≥ g hops for it; so the columns no rectangle covers number at most
+    cost / (lightest edge), and the width is at most that plus every kernel's widest shape.
+    Likewise for rows. Optimal layouts, anchored at (0, 0), fit in this box.
+    """
+    light = min(e.bytes for e in edges)
+    slack = cost // light
+    w = sum(max(c for _, c in k.shapes) for k in kernels) + slack
+    h = sum(max(r for r, _ in k.shapes) for k in kernels) + slack
+    return min(width, w), min(height, h)
+
+
 def decomposition_bound(kernels: list[KernelSpec], edges: list[EdgeSpec], width: int, height: int,
                         *, det_time: float, seed: int, workers: int, clock: Clock | None = None) -> Bound:
     by_name = {k.name: k for k in kernels}
@@ -94,10 +110,14 @@ def decomposition_bound(kernels: list[KernelSpec], edges: list[EdgeSpec], width:
 
     def one(grp: list[int], budget: float):
         names = sorted({n for i in grp for n in (edges[i].src, edges[i].dst)})
-        sub = [edges[i] for i in grp]
-        win = Window([by_name[n] for n in names], (0, 0, width, height),
-                     [Term(e.bytes, e.src, e.dst) for e in sub], anchored=False, lp=False,
-                     hint=layered([by_name[n] for n in names], sub, width, height))
+        ks, sub = [by_name[n] for n in names], [edges[i] for i in grp]
+        hint = layered(ks, sub, width, height)
+        w, h = width, height
+        if hint is not None:  # no better layout is wider or taller than this (see _room)
+            w, h = _room(ks, sub, objective(hint, sub), width, height)
+            hint = hint if all(r.x + r.cols <= w and r.y + r.rows <= h for r in hint.values()) else None
+        win = Window(ks, (0, 0, w, h), [Term(e.bytes, e.src, e.dst) for e in sub], anchored=False,
+                     lp=False, hint=hint)
         return solve(win, det_time=budget, seed=seed, clock=clock)
 
     todo = list(distinct.values())

@@ -12,16 +12,17 @@ Reads top to bottom:
    counts);
 5. the cheapest legal layout of all of these wins; it is routed and colored (routing.py).
 
-Time: `time_limit` wall seconds bound the call; CP-SAT gets deterministic budgets that add up
-to `time_limit × DTIME_PER_SECOND`, so two runs give the same placement. `time_limit=0`
-disables CP-SAT (baselines only).
+Time: `time_limit` wall seconds bound the call. CP-SAT gets deterministic budgets, a share of
+the wall time converted at DTIME_PER_SECOND (or DTIME_PER_SECOND_NO_LP for the bound's
+LP-free models), so two runs give the same placement. `time_limit=0` disables CP-SAT
+(baselines only).
 """
 
 from __future__ import annotations
 
 from wsc.errors import PlacementError
 from wsc.placement.bounds import decomposition_bound
-from wsc.placement.cpsat import DTIME_PER_SECOND, Clock, Term, Window, parallel, solve
+from wsc.placement.cpsat import DTIME_PER_SECOND, DTIME_PER_SECOND_NO_LP, Clock, Term, Window, parallel, solve
 from wsc.placement.greedy import layered, rowmajor, snake
 from wsc.placement.hops import hops, in_port, objective, out_port
 from wsc.placement.result import Placement, PlacedEdge, PlacedKernel
@@ -32,7 +33,7 @@ from wsc.placement.tiling import find_stack, place_deep
 # From 3 blocks on, tiling wins: GPT-2 with 3 blocks on 400x300 in 20 s, the whole-graph model
 # stays at the snake baseline, the template reaches 0.53 of it (2 blocks: both optimal).
 DEEP_MIN_BLOCKS = 3
-# Share of the deterministic budget for the lower bound. Small graphs get more: their layout
+# Share of the wall-clock limit for the lower bound. Small graphs get more: their layout
 # is found quickly, proving it (free orientations) is the slow part. Deep models spend
 # their time on the template instead, and their repeated components are solved once.
 BOUND_SHARE = {"flat": 0.4, "deep": 0.2}
@@ -59,17 +60,20 @@ def place(kernels, edges, *, width: int, height: int, time_limit: float = 10.0, 
     base_cost = {n: objective(r, edges) for n, r in candidates.items()}
 
     stats: dict = {"seed": seed, "workers": workers, "solve_time_limit": time_limit,
-                   "deterministic_time_budget": round(budget, 6), "bound_components": 0,
+                   "bound_components": 0,
                    "bound_proven_components": 0}
     bound, status = sum(e.bytes for e in edges), "DISABLED"  # every edge is ≥ 1 hop
     if budget > 0:
         stack = find_stack(kernels, edges)
         deep = stack is not None and len(stack.blocks) >= DEEP_MIN_BLOCKS
         share = BOUND_SHARE["deep" if deep else "flat"]
-        lb = decomposition_bound(kernels, edges, width, height, det_time=share * budget,
+        lb = decomposition_bound(kernels, edges, width, height,
+                                 det_time=share * time_limit * DTIME_PER_SECOND_NO_LP,
                                  seed=seed, workers=workers, clock=clock)
         bound = max(bound, lb.value)
-        stats.update(bound_components=lb.components, bound_proven_components=lb.proven)
+        stats.update(bound_components=lb.components, bound_proven_components=lb.proven,
+                     deterministic_time_budget={"bound": round(share * time_limit * DTIME_PER_SECOND_NO_LP, 6),
+                                                "placement": round((1 - share) * budget, 6)})
         if deep:
             tiled = place_deep(stack, kernels, edges, width, height, cuts=lb.cuts,
                                det_time=(1 - share) * budget, seed=seed, workers=workers, clock=clock)
