@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from wsc.errors import PlacementError
 from wsc.placement import EdgeSpec, KernelSpec, Placement, place
+from wsc.placement.cpsat import window_cost
 from wsc.placement.greedy import rowmajor, snake
 from wsc.placement.hops import hops, in_port, mirror_x, objective, out_port
 from wsc.placement.spec import Rect, check_layout
 from wsc.placement.synthetic import gpt2_graph, llama_graph
 from wsc.placement.tiling import Slots, find_stack, instantiate, template_window
-from wsc.placement.cpsat import window_cost
 
 
 def layout_of(p: Placement) -> dict[str, Rect]:

@@ -11,7 +11,7 @@ import pytest
 
 from wsc.errors import PlacementError
 from wsc.placement import EdgeSpec, KernelSpec, check_color_budget, place
-from wsc.placement.hops import hops, in_port, out_port
+from wsc.placement.hops import hops
 from wsc.placement.routing import corners, links, route, routers
 from wsc.placement.spec import Rect
 from wsc.placement.synthetic import gpt2_graph
