@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from wsc.errors import PlacementError
 from wsc.placement.hops import in_port, out_port
 from wsc.placement.spec import EdgeSpec, Rect
+from wsc.runtime_sim.colors import color_violations, routers
 
 Point = tuple[int, int]
 Link = tuple[int, int, int, int]  # from (x, y) to (x2, y2), neighbours
@@ -43,19 +44,6 @@ def corners(src: Point, dst: Point, order: str) -> list[Point]:
         if p != pts[-1]:
             pts.append(p)
     return pts
-
-
-def routers(path: list[Point]) -> list[Point]:
-    """Every router on a polyline of axis-parallel segments, in order."""
-    out = [tuple(path[0])]
-    for (ax, ay), (bx, by) in zip(path, path[1:]):
-        sx = (bx > ax) - (bx < ax)
-        sy = (by > ay) - (by < ay)
-        x, y = ax, ay
-        while (x, y) != (bx, by):
-            x, y = x + sx, y + sy
-            out.append((x, y))
-    return out  # type: ignore[return-value]
 
 
 def links(path: list[Point]) -> list[Link]:
@@ -186,38 +174,12 @@ def _color(touched: dict[int, set[Point]], groups, edges, colors: int, reserved:
 
 
 def check_color_budget(placement: dict, colors: int) -> dict:
-    """Verify a placement.json's colors: per router, distinct trees hold distinct colors, every
-    color lies in [reserved, colors), and no router needs more than the free colors.
+    """Verify a placement.json's colors (the same check the simulator makes on load).
 
     Returns {"max_colors_per_router", "colors_used"}; raises `PlacementError` naming the router.
     """
-    reserved = int(placement.get("colors", {}).get("reserved", 0))
-    budget = colors - reserved
-    at: dict[Point, dict[int, int]] = defaultdict(dict)  # router -> tree -> color
-    names: dict[int, list[str]] = defaultdict(list)
-    used: set[int] = set()
-    for e in placement["edges"]:
-        g, c = int(e["group"]), int(e["color"])
-        names[g].append(f"{e['src']}->{e['dst']}")
-        if not reserved <= c < colors:
-            raise PlacementError(
-                f"route {e['src']}->{e['dst']} uses color {c}, outside the free colors "
-                f"[{reserved}, {colors})"
-            )
-        used.add(c)
-        for r in routers([tuple(p) for p in e["path"]]):
-            at[r][g] = c
-    peak = 0
-    for r in sorted(at):
-        trees = at[r]
-        peak = max(peak, len(trees))
-        by_color: dict[int, list[int]] = defaultdict(list)
-        for g, c in trees.items():
-            by_color[c].append(g)
-        clash = next((gs for gs in by_color.values() if len(gs) > 1), None)
-        if len(trees) > budget or clash:
-            routes = ", ".join(n for g in sorted(trees) for n in names[g])
-            why = (f"{len(trees)} trees need distinct colors but only {budget} of {colors} are free"
-                   if len(trees) > budget else f"trees {sorted(clash)} share color {trees[clash[0]]}")
-            raise PlacementError(f"color budget violated at router ({r[0]}, {r[1]}): {why}; routes: {routes}")
-    return {"max_colors_per_router": peak, "colors_used": len(used)}
+    stats, problems = color_violations(placement, colors)
+    if problems:
+        raise PlacementError(problems[0])
+    return stats
+

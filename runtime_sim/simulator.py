@@ -21,6 +21,7 @@ from wsc.errors import BundleError, SimulationError
 from wsc.ir import parse_module
 from wsc.ir.tile import programs, verify_persistent
 from wsc.runtime_sim.bundle import PLACEMENT, PROGRAM, WEIGHTS, Bundle, open_bundle
+from wsc.runtime_sim.colors import color_violations
 from wsc.runtime_sim.memory import RegionMemory
 from wsc.runtime_sim.scheduler import LoadedProgram, ProgramRun, RunResult
 from wsc.runtime_sim.timing import CostModel
@@ -81,12 +82,10 @@ class Simulator:
     # --- loading --------------------------------------------------------------------------
 
     def _check_colors(self) -> None:
-        stats = self.placement.get("stats", {})
-        used = stats.get("max_colors_per_router")
-        if used is not None and used > self.target.colors:
-            raise SimulationError(
-                f"placement uses {used} colors on a router; the target has {self.target.colors}"
-            )
+        """Re-check every router's colors from the routes themselves."""
+        _, problems = color_violations(self.placement, self.target.colors)
+        if problems:
+            raise SimulationError(f"{self.origin}: {problems[0]}")
 
     def _allocate(self) -> None:
         by_region: dict[str, list] = {}

@@ -240,3 +240,20 @@ def test_overlapping_buffers_really_share_memory():
     x, y = mem.bind(ops[0]), mem.bind(ops[1])
     x.view[...] = 5.0
     assert (y.view == 5.0).all()
+
+
+def test_a_bundle_whose_routes_clash_on_a_router_is_refused():
+    from wsc.runtime_sim.colors import color_violations
+
+    placement = {"colors": {"total": 24, "reserved": 4}, "edges": [
+        {"src": "a", "dst": "b", "group": 0, "color": 5, "path": [[0, 0], [3, 0]]},
+        {"src": "c", "dst": "d", "group": 1, "color": 5, "path": [[2, 1], [2, 0], [2, -1]]},
+    ]}
+    stats, problems = color_violations(placement, 24)
+    assert problems and "router (2, 0)" in problems[0] and "a->b" in problems[0]
+    placement["edges"][1]["color"] = 6
+    stats, problems = color_violations(placement, 24)
+    assert not problems and stats["max_colors_per_router"] == 2
+    placement["colors"]["reserved"] = 23  # one free color for two trees at (2, 0)
+    placement["edges"][0]["color"] = placement["edges"][1]["color"] = 23
+    assert "only 1 of 24 are free" in color_violations(placement, 24)[1][0]
