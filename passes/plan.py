@@ -72,8 +72,17 @@ class Group:
     """Kernels sharing one signature, and therefore one grid."""
 
     kernels: list[KernelOp]
-    candidates: list[Candidate] = field(default_factory=list)
+    feasible: list[Candidate] = field(default_factory=list)  # every candidate that fits
+    candidates: list[Candidate] = field(default_factory=list)  # the Pareto-optimal ones
     choice: Candidate | None = None
+
+    def alternatives(self, plan_tokens: int, *, slack: float = 0.1, limit: int = 3) -> list[Candidate]:
+        """Other grids about as good as the choice (placement may prefer their shape)."""
+        c = self.choice
+        t = _time(c, plan_tokens)  # type: ignore[arg-type]
+        near = [a for a in self.feasible if a.grid != c.grid  # type: ignore[union-attr]
+                and a.pes <= c.pes * (1 + slack) and _time(a, plan_tokens) <= t * (1 + slack)]  # type: ignore[union-attr]
+        return sorted(near, key=lambda a: (_time(a, plan_tokens), a.grid))[:limit]
 
 
 def evaluate(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int,
@@ -99,7 +108,8 @@ def _area_order(grids) -> list[tuple[int, int]]:
 
 def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, target: Target, *,
                exhaustive: bool) -> list[Candidate]:
-    """Feasible candidates. Without `exhaustive`, only the smallest feasible grid."""
+    """Feasible candidates. Without `exhaustive`, only the smallest feasible grid (and the
+    ladder step that found it)."""
     grids = [g for g in algorithm(k).grids(k, target.usable_height, target.usable_width)
              if g[0] <= target.usable_height and g[1] <= target.usable_width]
     out = []
@@ -118,7 +128,7 @@ def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, target:
     tight = shrink(k, smallest.grid, grids, ctx, budget)
     if tight != smallest.grid:
         out.append(evaluate(k, tight, ctx, budget, cost))  # type: ignore[arg-type]
-    return pareto(out)
+    return out
 
 
 def shrink(k: KernelOp, grid: tuple[int, int], grids: list[tuple[int, int]], ctx: LowerCtx,
@@ -185,7 +195,7 @@ def capacity(groups: list[Group], target: Target, fraction: float) -> int:
     """PEs the planner may hand out: `fraction` of the mesh, leaving placement room to pack,
     or — for models that need more — their minimum plus 5%, up to 90% of the mesh."""
     need, mesh = min_pes(groups), target.pe_count
-    cap = max(int(mesh * fraction), min(int(need * 1.05), int(mesh * 0.9)))
+    cap = max(int(mesh * fraction), min(int(need * 1.05), int(mesh * max(fraction, 0.9))))
     if need > cap:
         raise CapacityError(
             f"the model needs {need:,} PEs at least (every kernel on its smallest grid that fits "
@@ -230,7 +240,7 @@ def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: 
 
 
 def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "latency",
-         capacity_fraction: float = 0.7, plan_tokens: int = 128) -> dict[str, Candidate]:
+         capacity_fraction: float = 0.7, plan_tokens: int = 128) -> dict[str, Planned]:
     """Choose every kernel's grid and record it (`grid`, `sram_bytes`) on the kernel op."""
     budget = target.buffer_budget
     cost = CostModel(target)
@@ -239,8 +249,9 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "l
         if isinstance(k, KernelOp):
             groups.setdefault(signature(k), Group([])).kernels.append(k)
     for g in groups.values():
-        g.candidates = candidates(g.kernels[0], ctx, budget, cost, target,
-                                  exhaustive=strategy == "latency")
+        g.feasible = candidates(g.kernels[0], ctx, budget, cost, target,
+                                exhaustive=strategy == "latency")
+        g.candidates = pareto(g.feasible, plan_tokens)
     glist = list(groups.values())
     cap = capacity(glist, target, capacity_fraction)
     if strategy == "latency":
@@ -248,10 +259,30 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "l
     else:
         for g in glist:
             g.choice = g.candidates[0]
-    out: dict[str, Candidate] = {}
+    out: dict[str, Planned] = {}
     for g in glist:
+        alts = g.alternatives(plan_tokens) if strategy == "latency" else []
         for k in g.kernels:
-            k.properties["grid"] = ints(g.choice.grid)
-            k.properties["sram_bytes"] = IntegerAttr(g.choice.sram_bytes, i64)
-            out[k.kernel_name] = g.choice
+            set_grid(k, g.choice)  # type: ignore[arg-type]
+            out[k.kernel_name] = Planned(g.choice, alts)  # type: ignore[arg-type]
     return out
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A kernel's grid, and near-equivalent grids placement may choose instead."""
+
+    choice: Candidate
+    alternatives: list[Candidate]
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        return (self.choice.grid, *(a.grid for a in self.alternatives))
+
+    def pick(self, grid: tuple[int, int]) -> Candidate:
+        return next(c for c in (self.choice, *self.alternatives) if c.grid == tuple(grid))
+
+
+def set_grid(k: KernelOp, c: Candidate) -> None:
+    k.properties["grid"] = ints(c.grid)
+    k.properties["sram_bytes"] = IntegerAttr(c.sram_bytes, i64)

@@ -19,7 +19,7 @@ from typing import Any
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 
 from wsc import __version__
-from wsc.errors import UsageError
+from wsc.errors import PlacementError, UsageError
 from wsc.ir import print_module
 from wsc.ir.attrs import ints
 from wsc.ir.kernel import SRAM_BUDGET_ATTR, KernelOp
@@ -27,6 +27,7 @@ from wsc.ir.tile import verify_persistent
 from wsc.target import Target, load_target
 
 STAGES = ("graph", "kernel", "placed", "tile", "bundle")
+PLACE_ATTEMPTS = 3  # replan with smaller grids when placement cannot pack the kernels
 DTYPES = ("f16", "bf16", "f32")
 DTYPE_ALIASES = {"fp16": "f16", "f16": "f16", "bf16": "bf16", "fp32": "f32", "f32": "f32"}
 
@@ -46,6 +47,7 @@ class CompileOptions:
     place_time: float = 20.0
     plan: str = "latency"  # or "min-pes": the smallest grid that fits, per kernel
     prefill_chunk: int = 0  # prefill tokens per pipelined chunk; 0 = auto
+    mesh_fraction: float = 0.7  # share of the mesh's PEs the planner may hand to kernels
     phase: str = "both"  # prefill | decode | both
     print_ir_after_all: bool = False
     dump_ir_to: Path | None = None
@@ -68,6 +70,8 @@ class CompileOptions:
             raise UsageError("--config compiles without weights: add --no-weights")
         if self.place_time < 0:
             raise UsageError("--place-time must be >= 0")
+        if not 0 < self.mesh_fraction <= 1:
+            raise UsageError(f"--mesh-fraction must be in (0, 1], got {self.mesh_fraction}")
         if self.phase not in ("both", "prefill", "decode"):
             raise UsageError(f"unknown --phase {self.phase!r}", hint="use prefill, decode or both")
         if self.plan not in ("latency", "min-pes"):
@@ -153,7 +157,7 @@ class Pipeline:
         from wsc.passes.kernels import LowerCtx
         from wsc.passes.lower_tile import lower_to_tile
         from wsc.passes.partition import partition
-        from wsc.passes.plan import plan
+        from wsc.passes.plan import plan, set_grid
 
         o, t = self.opts, self.target
         if o.config is not None:
@@ -181,14 +185,27 @@ class Pipeline:
         kmodule = self.stage("partition", partition, graph)
         kmodule.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
         self.dump("partition", kmodule)
-        choices = self.stage("plan", plan, kmodule, ctx, t, strategy=o.plan)
-        kmodule.verify()
-        self.dump("plan", kmodule)
-        if r := self.stop("kernel", kmodule):
-            return r
-
-        placement = self.stage("place", place_kernels, kmodule, ctx, t, o.place_time)
-        for k in _kernels(kmodule):
+        fraction = o.mesh_fraction
+        for attempt in range(PLACE_ATTEMPTS):
+            planned = self.stage("plan", plan, kmodule, ctx, t, strategy=o.plan,
+                                 capacity_fraction=fraction)
+            kmodule.verify()
+            self.dump("plan", kmodule)
+            if r := self.stop("kernel", kmodule):
+                return r
+            try:
+                placement = self.stage("place", place_kernels, kmodule, planned, ctx, t,
+                                       o.place_time)
+                break
+            except PlacementError:
+                if attempt == PLACE_ATTEMPTS - 1:
+                    raise
+                fraction *= 0.85  # smaller grids leave placement more room to pack
+                self.progress(f"placement found no room; replanning for {fraction:.0%} of the mesh")
+        choices = {}
+        for k in _kernels(kmodule):  # placement may have picked an alternative grid
+            choices[k.kernel_name] = planned[k.kernel_name].pick(placement.shapes[k.kernel_name])
+            set_grid(k, choices[k.kernel_name])
             k.properties["origin"] = ints(placement.origins[k.kernel_name])
         kmodule.verify()
         self.dump("place", kmodule)
@@ -253,7 +270,8 @@ class Pipeline:
             "options": {"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
                         "max_seq": max_seq, "attn_implementation": o.attn_implementation,
                         "place_time": o.place_time, "plan": o.plan,
-                        "prefill_chunk": o.prefill_chunk, "phase": o.phase},
+                        "prefill_chunk": o.prefill_chunk, "phase": o.phase,
+                        "mesh_fraction": o.mesh_fraction},
             "checkpoint": {"path": source, "digest": loaded.digest,
                            "attn_implementation": o.attn_implementation},
             "pes_used": pes,
@@ -280,11 +298,12 @@ _BLOCK = re.compile(r"\.(?:h|layers|blocks)\.(\d+)\.")
 @dataclass
 class Placed:
     origins: dict[str, tuple[int, int]]
+    shapes: dict[str, tuple[int, int]]
     routes: dict
     json: dict
 
 
-def place_kernels(kmodule: ModuleOp, ctx, target: Target, time_limit: float) -> Placed:
+def place_kernels(kmodule: ModuleOp, planned: dict, ctx, target: Target, time_limit: float) -> Placed:
     from wsc.passes.lower_tile import HOST, KernelGraph, Route, edge_bytes
     from wsc.placement import EdgeSpec, KernelSpec, place
 
@@ -296,7 +315,7 @@ def place_kernels(kmodule: ModuleOp, ctx, target: Target, time_limit: float) -> 
         block = int(m[1]) if m else None
         role = module[m.end():] if m else ""
         role = f"{role}:{k.KIND}" if role else ""
-        specs.append(KernelSpec(k.kernel_name, k.KIND, (k.grid_shape,), block, role))
+        specs.append(KernelSpec(k.kernel_name, k.KIND, planned[k.kernel_name].shapes, block, role))
     merged: dict[tuple[str, str, int], int] = {}
     for e in kg.edges:
         if e.src == HOST:
@@ -308,7 +327,7 @@ def place_kernels(kmodule: ModuleOp, ctx, target: Target, time_limit: float) -> 
                    time_limit=time_limit, colors=target.colors)
     js = result.to_json()
     origins = {n: tuple(k["origin"]) for n, k in js["kernels"].items()}
-    shapes = {k.kernel_name: k.grid_shape for k in kg.kernels}
+    shapes = {n: tuple(k["shape"]) for n, k in js["kernels"].items()}
     routes = {}
     for e in js["edges"]:
         s, d = e["src"], e["dst"]
@@ -316,7 +335,7 @@ def place_kernels(kmodule: ModuleOp, ctx, target: Target, time_limit: float) -> 
         load = e.get("max_link_load_bytes") or e["bytes"]
         routes[(s, d)] = Route(e["hops"], lanes, load / max(1, e["bytes"]), e.get("color"),
                                e.get("order", ""))
-    return Placed(origins, routes, js)
+    return Placed(origins, shapes, routes, js)
 
 
 __all__ = ["CompileOptions", "CompileResult", "Pipeline", "asdict"]
