@@ -43,7 +43,8 @@ def encode(text: str, length: int) -> np.ndarray:
 
 
 def decode(ids) -> str:
-    return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+    """Bytes as text; bytes that are not printable ASCII show as '·'."""
+    return "".join(chr(i) if 32 <= i < 127 or i == 10 else "·" for i in map(int, ids))
 
 
 def run_demo(out_dir: Path, target: str, out, err) -> dict:
@@ -66,7 +67,7 @@ def run_demo(out_dir: Path, target: str, out, err) -> dict:
                                    generate=GENERATE, trace=out_dir / "trace.json"))
     (out_dir / "simulate.json").write_text(json.dumps(sim, indent=1, sort_keys=True) + "\n")
     err.print("[bold]4/4[/] writing the report")
-    report = write_report_for_bundle(bundle, out_dir / "report.html")
+    report = write_report_for_bundle(bundle, out_dir / "report.html", sim=sim)
     out.print(f"\nprompt      {PROMPT!r}\ngenerated   {decode(sim['tokens'])!r}  (random weights)")
     out.print(f"numerics    rel L2 {sim['rel_l2_err']:.2e}, top-1 agreement {sim['top1_agree']:.3f}, "
               f"tokens match transformers: {sim['tokens_match']}", highlight=False)
