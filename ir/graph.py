@@ -64,17 +64,12 @@ class GraphOp(IRDLOperation):
     irdl_options = (ParsePropInAttrDict(),)
 
     @property
-    def location(self) -> tuple[str, str]:  # type: ignore[override]
-        """(FX node, module path) this op came from; empty strings when unknown."""
+    def source(self) -> tuple[str, str]:
+        """(FX node, module path) this op came from; empty strings when unknown. (Not xDSL's
+        `location`, which is a LocationAttr the printer may use.)"""
         fx = self.fx.data if self.fx is not None else ""
         module = self.module.data if self.module is not None else ""
         return fx, module
-
-    @location.setter
-    def location(self, value) -> None:
-        # xDSL assigns its own `location` (a LocationAttr) when it creates or clones an op;
-        # the source location of a graph op lives in its `fx`/`module` properties instead.
-        self._xdsl_location = value
 
     def set_location(self, fx: str, module: str) -> None:
         self.properties["fx"] = StringAttr(fx)

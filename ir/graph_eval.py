@@ -87,7 +87,7 @@ def run(module: ModuleOp, weights: Mapping[str, np.ndarray],
         out = np.asarray(fn(op, args, env))
         want = shape_of(op.results[0].type)
         if out.shape != want:
-            raise ValueError(f"{op.name} at {getattr(op, 'location', '')}: "
+            raise ValueError(f"{op.name} at {getattr(op, 'source', '')}: "
                              f"computed shape {out.shape}, IR says {want}")
         values[op.results[0]] = out.astype(NUMPY_DTYPES[dtype_of(op.results[0].type)], copy=False)
     return outputs, values

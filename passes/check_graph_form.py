@@ -70,6 +70,6 @@ class CheckGraphForm(ModulePass):
         for inner in op.walk():
             why = form_violation(inner)
             if why is not None:
-                fx, module = inner.location if isinstance(inner, g.GraphOp) else ("", "")
+                fx, module = inner.source if isinstance(inner, g.GraphOp) else ("", "")
                 raise UnsupportedOpError(
                     inner.name, module, f"{why} (traced as `{fx}`) remains after the graph passes")

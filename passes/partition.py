@@ -72,8 +72,8 @@ class Group:
     outputs: list[SSAValue] = field(default_factory=list)
 
     @property
-    def location(self) -> tuple[str, str]:
-        return self.anchor.location  # type: ignore[attr-defined]
+    def source(self) -> tuple[str, str]:
+        return self.anchor.source  # type: ignore[attr-defined]
 
 
 def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -105,7 +105,7 @@ class Partitioner:
     # --- helpers ----------------------------------------------------------------------
 
     def error(self, op: Operation, why: str) -> UnsupportedOpError:
-        module = op.location[1] if isinstance(op, g.GraphOp) else ""
+        module = op.source[1] if isinstance(op, g.GraphOp) else ""
         return UnsupportedOpError(op.name, module, why)
 
     def act(self, op: Operation, v: SSAValue) -> MatRef:
@@ -295,7 +295,7 @@ KERNEL_CLASSES = {
 def _kernel_names(groups: list[Group]) -> list[str]:
     names, seen = [], {}
     for grp in groups:
-        base = grp.location[1] or grp.kind
+        base = grp.source[1] or grp.kind
         if grp.kind in ("eltwise",):
             base = f"{base}.{grp.kind}"
         n = seen.get(base, 0)
@@ -306,7 +306,7 @@ def _kernel_names(groups: list[Group]) -> list[str]:
 
 def _props(grp: Group, name: str) -> dict:
     p: dict = {"sym_name": StringAttr(name)}
-    fx, module = grp.location
+    fx, module = grp.source
     if fx:
         p["fx"] = StringAttr(fx)
     if module:

@@ -36,7 +36,7 @@ from wsc.passes.graph_rewrite import apply_patterns
 
 def _not_causal(op: Operation) -> UnsupportedOpError:
     return UnsupportedOpError(
-        op.name, op.location[1] if isinstance(op, g.GraphOp) else "",
+        op.name, op.source[1] if isinstance(op, g.GraphOp) else "",
         "its attention mask is a constant that is not exactly causal",
         hint="wsc compiles causal prefill attention without padding (batch 1); sliding-window "
              "or custom masks are not supported")

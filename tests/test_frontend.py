@@ -193,8 +193,8 @@ def test_sequence_longer_than_the_config_allows(gpt2_dir):
 def test_gpt2_import_names_weights_and_locations(gpt2_dir):
     imported = import_model(load_checkpoint(gpt2_dir), 16)
     ops = [op for op in imported.module.walk() if isinstance(op, g.GraphOp)]
-    assert all(op.location[0] for op in ops), "every op names its FX node"
-    linears = {op.location[1] for op in ops if isinstance(op, g.LinearOp)}
+    assert all(op.source[0] for op in ops), "every op names its FX node"
+    linears = {op.source[1] for op in ops if isinstance(op, g.LinearOp)}
     assert "transformer.h.0.attn.c_attn" in linears and "lm_head" in linears
     refs = {op.ref: op for op in ops if isinstance(op, g.WeightOp)}
     assert refs["transformer.h.0.attn.c_attn.weight"].transpose is None  # Conv1D is [K, N]
@@ -211,7 +211,7 @@ def test_llama_import_keeps_rotary_tables_symbolic(llama_dir):
     imported = import_model(loaded, 16)
     tables = [op for op in imported.module.walk() if isinstance(op, g.RopeTableOp)]
     assert {t.kind.data for t in tables} == {"cos", "sin"}
-    assert all(t.location[1] == "model.rotary_emb" for t in tables)
+    assert all(t.source[1] == "model.rotary_emb" for t in tables)
     inv_freq = imported.weights["model.rotary_emb.inv_freq"]
     assert inv_freq.dtype == np.float32
     np.testing.assert_array_equal(inv_freq, loaded.model.model.rotary_emb.inv_freq.numpy())

@@ -106,7 +106,7 @@ def test_structure_is_recognised(compiled, arch, impl):
     for op in attention:
         assert (op.heads.value.data, op.kv_heads.value.data, op.head_dim.value.data) == (heads, kv_heads, 16)
         assert op.causal is not None and op.scale.value.data == pytest.approx(0.25)
-        assert op.location[1].endswith(("attn", "self_attn"))
+        assert op.source[1].endswith(("attn", "self_attn"))
     if arch in ("llama", "qwen2"):
         assert len(ops_of(c.module, g.RmsNormOp)) == 2 * LAYERS + 1
         ropes = ops_of(c.module, g.RopeOp)
