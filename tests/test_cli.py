@@ -151,3 +151,41 @@ def test_interrupted_compile_leaves_no_bundle(ckpt, tmp_path, monkeypatch):
         Pipeline(CompileOptions(checkpoint=ckpt, output=out, target="mesh:32x32", seq_len=8,
                                 place_time=1.0)).run()
     assert not out.exists() and not list(tmp_path.glob(".i.wsc*"))
+
+
+@pytest.mark.parametrize("stage,needle", [("graph", "wsc.graph.attention"),
+                                          ("kernel", "wsc.kernel.attention"),
+                                          ("placed", "origin = array<i64:"),
+                                          ("tile", "wsc.tile.region")])
+def test_compile_to_each_stage_writes_its_ir(ckpt, tmp_path, stage, needle):
+    out = tmp_path / f"{stage}.mlir"
+    r = wsc("compile", ckpt, "-o", out, "--compile-to", stage, "--seq-len", "8",
+            "--target", "mesh:32x32", "--place-time", "1")
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert needle in text
+    from wsc.ir import parse_module
+
+    parse_module(text, str(out))  # what a stage writes, `wsc opt` can read back
+
+
+def test_ir_after_every_pass(ckpt, tmp_path):
+    d = tmp_path / "dumps"
+    r = wsc("compile", ckpt, "-o", tmp_path / "k.mlir", "--compile-to", "kernel", "--seq-len", "8",
+            "--target", "mesh:32x32", "--dump-ir-to", d, "--print-ir-after-all")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in d.iterdir())
+    assert names[0].startswith("00-import") and any("recognize-attention" in n for n in names)
+    assert any("partition" in n for n in names)
+    assert "IR after recognize-attention" in r.stdout
+
+
+def test_a_kernel_that_fits_no_grid_is_named_with_its_bytes(ckpt, tmp_path):
+    small = tmp_path / "tiny.toml"
+    text = (Path(__file__).parents[1] / "wsc/targets/wse3.toml").read_text()
+    text = text.replace("width = 762 ", "width = 4 ").replace("height = 1172", "height = 4")
+    text = text.replace("usable_width = 755 ", "usable_width = 4 ").replace("usable_height = 1170", "usable_height = 4")
+    text = text.replace("sram_bytes = 49152", "sram_bytes = 9216")
+    small.write_text(text)
+    r = wsc("compile", ckpt, "-o", tmp_path / "o.wsc", "--target", small, "--seq-len", "8")
+    assert_clean_error(r, "does not fit", "bytes of SRAM per PE", "the budget is 1024")
