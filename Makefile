@@ -19,10 +19,12 @@ demo: $(STAMP)
 	$(BIN)/wsc demo --out out/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/kernel_table.py
+	$(BIN)/python benchmarks/placement_bench.py
+	$(BIN)/python benchmarks/models.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
