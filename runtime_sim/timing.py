@@ -14,9 +14,10 @@ a published result. Symbols used below:
 
 Compute (one PE; all PEs of a region run the same instruction stream, so a region's time is
 one PE's time):
-  * matmul `[m,k] @ [k,n]`: `k` rank-1 updates of the `m x n` accumulator tile, one 2-D DSD
-    instruction each: `k * (O + ceil(m*n / Wf))`. (A CSL GEMM loops over k with `@fmacs`
-    on a mem4d DSD; the SIMD width is taken as the sustained rate of that instruction.)
+  * matmul `[m,k] @ [k,n]`, in the cheaper of two loop orders: `k` rank-1 updates of the
+    `m x n` accumulator tile, one 2-D DSD instruction each, `k * (O + ceil(m*n / Wf))`; or
+    `m*n` dot products of length `k`, `m*n * (O + ceil(k / Wf))` (better for a single query
+    row against a few keys). The SIMD width is taken as the sustained rate of the instruction.
   * elementwise on `n` elements: `O + max(ceil(n / We), read_bytes / Br, write_bytes / Bw_mem)`
     with the memory ports (2x64-bit reads, 1x64-bit write per cycle), plus `T * n` if the
     function is transcendental.
@@ -62,7 +63,8 @@ class CostModel:
 
     def matmul(self, m: int, k: int, n: int, dtype: str) -> int:
         wf = self.target.fmacs_per_cycle(dtype)
-        return int(k * (self.target.instruction_overhead_cycles + ceil_div(m * n, wf)))
+        o = self.target.instruction_overhead_cycles
+        return int(min(k * (o + ceil_div(m * n, wf)), m * n * (o + ceil_div(k, wf))))
 
     def elementwise(self, n: int, dtype: str, *, reads: int = 2, transcendental: bool = False,
                     out_dtype: str = "f32") -> int:
