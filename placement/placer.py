@@ -78,21 +78,23 @@ def place(kernels, edges, *, width: int, height: int, time_limit: float = 10.0, 
         stats.update(bound_components=lb.components, bound_proven_components=lb.proven,
                      deterministic_time_budget={"bound": round(share * time_limit * DTIME_PER_SECOND_NO_LP, 6),
                                                 "placement": round((1 - share) * budget, 6)})
+        tiled = None
         if deep:
             tiled = place_deep(stack, kernels, edges, width, height, cuts=lb.cuts,
                                det_time=(1 - share) * budget, seed=seed, workers=workers, clock=clock)
-            status = "NO_SOLUTION"
-            if tiled is not None:
-                candidates["template"] = tiled.rects
-                status = tiled.template_status
-                s = tiled.slots
-                stats["tiling"] = {"axis": s.axis, "blocks_per_band": s.per, "slot": [s.height, s.width],
-                                   "x0": s.x0, "template_objective": tiled.template_cost,
-                                   "template_bound": tiled.template_bound,
-                                   "seam_windows": tiled.seam_windows, "seams_improved": tiled.seams_improved}
-        else:
+        if tiled is not None:
+            candidates["template"] = tiled.rects
+            status = tiled.template_status
+            s = tiled.slots
+            stats["tiling"] = {"axis": s.axis, "blocks_per_band": s.per, "slot": [s.height, s.width],
+                               "origin": [s.x0, s.y0], "skip": s.skip,
+                               "template_objective": tiled.template_cost,
+                               "template_bound": tiled.template_bound,
+                               "seam_windows": tiled.seam_windows, "seams_improved": tiled.seams_improved}
+        else:  # not a deep stack, or its blocks found no tiling: the whole graph in one model
+            left = (1 - share) * budget * (0.5 if deep else 1.0)  # a failed tiling spent up to half
             res, flat_bound = _flat(kernels, edges, width, height, candidates, lb.cuts,
-                                    det_time=(1 - share) * budget, seed=seed, workers=workers, clock=clock)
+                                    det_time=left, seed=seed, workers=workers, clock=clock)
             status = res.status
             bound = max(bound, flat_bound)
             if res.rects is not None:

@@ -3,48 +3,54 @@
 A 32-layer model has ~300 kernels, far beyond what CP-SAT places well in a minute, but its
 blocks are copies (DESIGN §10). So:
 
-1. `find_stack` checks the blocks really are copies: same roles with the same kinds and
-   shapes, the same edges inside every block, the same seam edges from block b to b+1.
+1. `find_stack` checks the blocks really are copies: same roles with the same kinds, the same
+   edges inside every block, the same seam edges from block b to b+1. A role's shape is chosen
+   once, for every block (the compiler adopts the shape placement picks, so the blocks' tile
+   programs stay identical): it ranges over the shapes every block allows.
 2. Blocks are tiled boustrophedon in bands of equal slots: along x (rows of blocks, the odd
    rows running west) or along y (columns of blocks, the odd columns running up). A band
    running backwards holds the template's mirror image: mirrored in x with every kernel's
    orientation flipped, hops are exactly those of the template (hops.py); mirrored in y they
-   differ by at most one hop per even-height end.
+   differ by at most one hop per even-height end. `grid_options` picks the band shapes
+   (blocks per band, a slot left free before block 0 or not) and the largest slot each allows
+   while the kernels outside the blocks still fit around the full slots: at the planner's
+   default 70% of a WSE-3 mesh, the ~265k spare PEs must still hold a 38x683 embedding and a
+   171x171 LM head, so a strip on the south or east side may be reserved for them.
 3. The template is one block placed by CP-SAT in a slot-sized box, with its seam edges costed
    against its own copy one template width further on (a forward seam) and against its
    mirror image one template height down (a turn at a band's end), weighted by how many of
    each the tiling has; those extents are variables, so the template optimises the block, the
-   block-to-block hops and its own compactness together. A few band shapes (blocks per band,
-   near the block's natural width) get a short solve with every kernel streaming east (fast to
-   solve and prove); the two whose tiled layouts are cheapest continue with free orientations.
-   The slot pitch is then the template's actual extent.
+   block-to-block hops and its own compactness together. It is warm started from the cheapest
+   of the layered, row-major and snake layouts of the block that fit the box. Every band shape
+   gets a short solve with every kernel streaming east (fast to solve and prove); the two
+   whose tiled layouts are cheapest continue with free orientations. The slot pitch is then
+   the template's actual extent.
 4. Kernels outside the blocks (embedding, final norm, LM head) go around the tiled blocks
-   (`bestfit.py`, then a CP-SAT window with every block as an obstacle). The grid is tried
-   flush west or east of a strip reserved for them, and with or without its first slot left
-   free for the kernels feeding block 0 (the embedding then sits where a block before it
-   would); the cheapest complete layout wins.
+   (`bestfit.py`, then a CP-SAT window with every block as an obstacle). The grid is tried in
+   each corner of the mesh; the cheapest complete layout wins.
 5. Seams: for each consecutive block pair, a CP-SAT window over their two slots frees both
-   blocks' kernels (free orientations) with everything else fixed. Congruent windows (every
-   forward seam looks the same, and so does every turn at the same end) are solved once and
-   reused. (On the GPT-2 and Llama-shaped graphs these windows have found nothing the
-   template had missed; they get a small share of the budget.)
+   blocks' kernels (positions and orientations; shapes stay the template's) with everything
+   else fixed. Congruent windows (every forward seam looks the same, and so does every turn at
+   the same end) are solved once and reused. (On the GPT-2 and Llama-shaped graphs these
+   windows have found little the template had missed; they get a small share of the budget.)
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wsc.placement.bestfit import best_fit
 from wsc.placement.cpsat import Clock, Term, Window, parallel, solve, window_cost
-from wsc.placement.greedy import layered, rowmajor
+from wsc.placement.greedy import layered, rowmajor, snake
 from wsc.placement.hops import in_port, mirror_x, mirror_y, objective, out_port
 from wsc.placement.spec import EdgeSpec, KernelSpec, Rect, topo_order
 
 FILL_MAX = 0.8  # a slot box fuller than this leaves the template no room to choose
 MAX_BOXES = 4  # band shapes given a first, short template solve
 FINALISTS = 2  # band shapes whose template gets the rest of the budget
+MAX_FIT_CHECKS = 40  # slot sizes checked for room for the extras (~50 ms each on WSE-3)
 
 
 @dataclass
@@ -54,6 +60,11 @@ class Stack:
     roles: list[str]  # in the first block's order
     seam: list[tuple[str, str]]  # (role in block b, role in block b+1) pairs with an edge
     extras: list[KernelSpec]  # kernels outside the blocks
+    shapes: dict[str, tuple[tuple[int, int], ...]]  # role -> the shapes every block allows
+
+    def specs(self, kernel: dict[str, KernelSpec], block: int) -> list[KernelSpec]:
+        """The block's kernels in role order, each limited to its role's shapes."""
+        return [replace(kernel[self.names[block][r]], shapes=self.shapes[r]) for r in self.roles]
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,9 @@ class Slots:
     per: int  # blocks per band
     width: int  # slot width (the template's extent once solved)
     height: int
-    x0: int  # west edge of the grid (a strip for the extras may lie west of it)
+    x0: int = 0  # north-west corner of the grid
     skip: int = 0  # slots left free before the first block, for the kernels feeding it
+    y0: int = 0
 
     def origin(self, i: int) -> tuple[int, int, bool]:
         """Slot of the i-th block: (x, y, mirrored); odd bands run backwards."""
@@ -71,8 +83,16 @@ class Slots:
         back = band % 2 == 1
         pos = self.per - 1 - j if back else j
         if self.axis == "x":
-            return self.x0 + pos * self.width, band * self.height, back
-        return self.x0 + band * self.width, pos * self.height, back
+            return self.x0 + pos * self.width, self.y0 + band * self.height, back
+        return self.x0 + band * self.width, self.y0 + pos * self.height, back
+
+    def extent(self, n: int) -> tuple[int, int]:
+        """(cols, rows) the grid of `n` blocks spans."""
+        used = n + self.skip
+        bands, along = math.ceil(used / self.per), min(self.per, used)
+        if self.axis == "x":
+            return along * self.width, bands * self.height
+        return bands * self.width, along * self.height
 
 
 @dataclass
@@ -105,10 +125,13 @@ def find_stack(kernels: list[KernelSpec], edges: list[EdgeSpec]) -> Stack | None
     first = by_block[blocks[0]]
     for b in blocks[1:]:
         other = by_block[b]
-        if other.keys() != first.keys() or any(
-            (other[r].kind, other[r].shapes) != (first[r].kind, first[r].shapes) for r in first
-        ):
+        if other.keys() != first.keys() or any(other[r].kind != first[r].kind for r in first):
             return None
+    # one shape per role for all blocks: those every block allows, in the first block's order
+    shapes = {r: tuple(s for s in k.shapes if all(s in by_block[b][r].shapes for b in blocks))
+              for r, k in first.items()}
+    if not all(shapes.values()):
+        return None
     kernel = {k.name: k for k in kernels}
     inside: dict[int, Counter] = {b: Counter() for b in blocks}
     across: dict[int, Counter] = {b: Counter() for b in blocks}
@@ -129,48 +152,85 @@ def find_stack(kernels: list[KernelSpec], edges: list[EdgeSpec]) -> Stack | None
         return None
     seam = sorted({(a, b) for a, b, _, _ in across[blocks[0]]})
     names = {b: {r: k.name for r, k in by_block[b].items()} for b in blocks}
-    return Stack(blocks, names, list(first), seam, extras)
+    return Stack(blocks, names, list(first), seam, extras, shapes)
 
 
-def strip_width(extras: list[KernelSpec], width: int, height: int) -> int:
-    """Narrowest full-height strip the extras pack into (0 without extras)."""
+def _strip(extras: list[KernelSpec], width: int, height: int, side: str) -> int:
+    """Depth of the narrowest strip along the south (full width) or east (full height) side
+    that the extras pack into, by the row-major packer; 0 without extras."""
     if not extras:
         return 0
-    for w in sorted({c for k in extras for _, c in k.shapes if c <= width}):
-        if rowmajor(extras, [], w, height) is not None:
-            return w
-    return width
+    if side == "east":  # pack the transposed problem into a south strip
+        extras = [replace(k, shapes=tuple((c, r) for r, c in k.shapes)) for k in extras]
+        width, height = height, width
+    rects = rowmajor(extras, [], width, height)
+    return height if rects is None else max(r.y + r.rows for r in rects.values())
 
 
-def slot_boxes(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSpec], width: int,
-               height: int) -> list[Slots]:
-    """Boxes the template may use: one per band shape (blocks per band), at most MAX_BOXES,
-    those closest to the block's natural width (its dataflow layers side by side) first.
+def _slot_rects(slots: Slots, n: int) -> list[Rect]:
+    return [Rect(*slots.origin(i)[:2], slots.height, slots.width) for i in range(n)]
 
-    Rows of blocks (axis x) come first: a block is a chain streaming along x, so a row of
-    copies has 1-hop seams. Columns (axis y) are the fallback when no row box fits a block.
+
+def extras_fit(extras: list[KernelSpec], slots: Slots, n: int, width: int, height: int) -> bool:
+    """Whether the extras, largest first, find room around `n` full slots (a sufficient test)."""
+    big_first = sorted(extras, key=lambda k: (-min(r * c for r, c in k.shapes), k.name))
+    fixed = {str(i): r for i, r in enumerate(_slot_rects(slots, n))}
+    return best_fit(big_first, [], fixed, width, height) is not None
+
+
+def grid_options(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSpec], width: int,
+                 height: int) -> list[Slots]:
+    """Slot boxes the template may use, at most MAX_BOXES, roomiest first: one per band shape
+    (axis, blocks per band, free slots before block 0), each with the largest slot that leaves
+    the extras room around the grid, in what the bands leave over or in a strip reserved for
+    them on the south or east side.
+
+    Rows of blocks (axis x) come first on ties: a block is a chain streaming along x, so a row
+    of copies has 1-hop seams.
     """
     n = len(stack.blocks)
-    block = [kernel[stack.names[stack.blocks[0]][r]] for r in stack.roles]
-    names = {k.name for k in block}
+    block = stack.specs(kernel, _rep_block(stack))
     area = sum(min(r * c for r, c in k.shapes) for k in block)
-    natural = layered(block, [e for e in edges if e.src in names and e.dst in names], width, height)
-    guess = max(1, width // max(r.x + r.cols for r in natural.values())) if natural else 1
+    head = head_extras(stack, edges)
+    extras_area = sum(min(r * c for r, c in k.shapes) for k in stack.extras)
+    south = {0, _strip(stack.extras, width, height, "south")} | {r for k in stack.extras for r, _ in k.shapes}
+    east = {0, _strip(stack.extras, width, height, "east")} | {c for k in stack.extras for _, c in k.shapes}
+    reserves = sorted({(s, 0) for s in south if s < height} | {(0, e) for e in east if e < width},
+                      key=lambda se: (se[0] * width + se[1] * height, se))
+    cands = []
     for axis in ("x", "y"):
-        found = []
-        for per in range(1, n + 1):
-            bands = math.ceil(n / per)
-            if per > 1 and math.ceil(n / (per - 1)) == bands:
-                continue  # as many bands with fewer blocks each: strictly roomier
-            w, h = (width // per, height // bands) if axis == "x" else (width // bands, height // per)
-            if w < 1 or h < 1 or area > FILL_MAX * w * h:
-                continue
-            if all(any(r <= h and c <= w for r, c in k.shapes) for k in block):
-                found.append(Slots(axis, per, w, h, 0))
-        if found:
-            found.sort(key=lambda s: (abs(s.per - guess) if axis == "x" else 0, s.per))
-            return sorted(found[:MAX_BOXES], key=lambda s: s.per)
-    return []
+        for skip in (0, 1) if head else (0,):
+            used = n + skip
+            for per in range(1, used + 1):
+                bands = math.ceil(used / per)
+                if per > 1 and math.ceil(used / (per - 1)) == bands:
+                    continue  # as many bands with fewer blocks each: strictly roomier
+                for s, e in reserves:
+                    w, h = width - e, height - s
+                    w, h = (w // per, h // bands) if axis == "x" else (w // bands, h // per)
+                    if w < 1 or h < 1 or area > FILL_MAX * w * h or n * w * h + extras_area > width * height:
+                        continue
+                    if not all(any(r <= h and c <= w for r, c in k.shapes) for k in block):
+                        continue
+                    if skip and rowmajor(head, [], w, h) is None:
+                        continue  # the free slot is for the kernels feeding block 0
+                    cands.append(Slots(axis, per, w, h, 0, skip))
+    cands.sort(key=lambda s: (-s.width * s.height, s.axis, s.skip, s.per, s.width))
+    chosen: list[Slots] = []
+    seen: set[tuple] = set()
+    checks = 0
+    for s in cands:
+        if (s.axis, s.per, s.skip) in seen:
+            continue  # a smaller slot for a band shape that already has one
+        checks += 1
+        if checks > MAX_FIT_CHECKS:
+            break
+        if extras_fit(stack.extras, s, n, width, height):
+            chosen.append(s)
+            seen.add((s.axis, s.per, s.skip))
+            if len(chosen) == MAX_BOXES:
+                break
+    return chosen
 
 
 def _rep_block(stack: Stack) -> int:
@@ -220,30 +280,31 @@ def template_window(stack: Stack, kernel: dict[str, KernelSpec], edges: list[Edg
         if all(i in term_of for i in idx):
             ids = [j for i in idx for j in term_of[i]]
             tcuts.append((ids, lb * min(scale[terms[j].pitch] for j in ids)))
-    block = [kernel[mine[r]] for r in stack.roles]
+    block = stack.specs(kernel, rep)
     inner = [e for e in edges if e.src in names and e.dst in names]
-    win = Window(block, (0, 0, box.width, box.height), terms, anchored=False, cuts=tcuts,
-                 ports="flip" if hint else "east")
-    win.hint = hint or layered(block, inner, box.width, box.height, lambda r: window_cost(terms, r)) \
-        or rowmajor(block, inner, box.width, box.height)
+    ports = "flip" if hint else "east"
+    win = Window(block, (0, 0, box.width, box.height), terms, anchored=False, cuts=tcuts, ports=ports)
+    if hint is None:  # the cheapest greedy layout of the block in the box, streaming east
+        def cost(rects):
+            return window_cost(terms, rects)
+
+        greedy = [layered(block, inner, box.width, box.height, cost), rowmajor(block, inner, box.width, box.height),
+                  snake(block, inner, box.width, box.height)]
+        greedy = [{n: r._replace(flip=False) for n, r in g.items()} for g in greedy if g is not None]
+        hint = min(greedy, key=cost, default=None)
+    win.hint = hint
     return win
 
 
-def grid_for(template: dict[str, Rect], axis: str, n: int, width: int, height: int, x0: int,
-             skip: int = 0) -> Slots | None:
-    """The densest band layout of `n` template copies after `skip` free slots, pitch = the
-    template's extent."""
+def anchored(template: dict[str, Rect], box: Slots, n: int, width: int, height: int) -> list[Slots]:
+    """The band layout of `box` at the template's pitch (its extent), in each corner of the mesh."""
     w = max(r.x + r.cols for r in template.values())
     h = max(r.y + r.rows for r in template.values())
-    n += skip
-    room_w, per = width - x0, 0
-    if axis == "x":
-        per = min(n, room_w // w)
-        fits = per > 0 and math.ceil(n / per) * h <= height
-    else:
-        per = min(n, height // h)
-        fits = per > 0 and math.ceil(n / per) * w <= room_w
-    return Slots(axis, per, w, h, x0, skip) if fits else None
+    slots = replace(box, width=w, height=h, x0=0, y0=0)
+    gw, gh = slots.extent(n)
+    if gw > width or gh > height:
+        return []
+    return [replace(slots, x0=x0, y0=y0) for y0 in sorted({0, height - gh}) for x0 in sorted({0, width - gw})]
 
 
 def head_extras(stack: Stack, edges: list[EdgeSpec]) -> list[KernelSpec]:
@@ -286,6 +347,9 @@ def place_extras(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec],
         return dict(blocks)
     order = [k for k in topo_order(kernels, edges) if k.block is None]
     greedy = best_fit(order, edges, blocks, width, height)
+    if greedy is None:  # the dataflow order boxed a big one in: largest first
+        greedy = best_fit(sorted(order, key=lambda k: (-min(r * c for r, c in k.shapes), k.name)),
+                          edges, blocks, width, height)
     if greedy is None:
         return None
     free = {k.name for k in order}
@@ -342,7 +406,8 @@ def refine_seams(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSp
         box = (x0, y0, max(ax, bx) + slots.width, max(ay, by) + slots.height)
         inside = [r for n, r in rects.items() if n not in free and r.x < box[2] and r.x + r.cols > box[0]
                   and r.y < box[3] and r.y + r.rows > box[1]]
-        win = Window([kernel[n] for n in free], box, terms_around(set(free), edges, rects),
+        fixed_shapes = [replace(kernel[n], shapes=((rects[n].rows, rects[n].cols),)) for n in free]
+        win = Window(fixed_shapes, box, terms_around(set(free), edges, rects),
                      obstacles=inside, hint={n: rects[n] for n in free})
         key = _window_key(win)
         if key not in cache:
@@ -372,17 +437,15 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
     FINALISTS whose tiled layouts were cheapest continue from their first-round solution.
     """
     kernel = {k.name: k for k in kernels}
-    boxes = slot_boxes(stack, kernel, edges, width, height)
+    boxes = grid_options(stack, kernel, edges, width, height)
     if not boxes:
         return None
-    strip = strip_width(stack.extras, width, height)
-    head = head_extras(stack, edges)
-    skip = 1 if head else 0  # the layouts that leave block 0's slot to the embedding
+    n = len(stack.blocks)
     rep = _rep_block(stack)
     role_of = {v: r for r, v in stack.names[rep].items()}
 
-    def rounds(n: int) -> float:  # wall-clock rounds when n solves share `workers` threads
-        return math.ceil(n / max(1, workers))
+    def rounds(k: int) -> float:  # wall-clock rounds when k solves share `workers` threads
+        return math.ceil(k / max(1, workers))
 
     first_dt = 0.2 * det_time / rounds(len(boxes))
     final_dt = 0.55 * det_time / rounds(min(FINALISTS, len(boxes)))
@@ -395,24 +458,19 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
         """Cost of the block-to-block edges once tiled (the extras come later)."""
         if res.rects is None:
             return None
-        template = {role_of[n]: r for n, r in res.rects.items()}
-        slots = grid_for(template, box.axis, len(stack.blocks), width, height, 0)
-        return None if slots is None else objective(instantiate(stack, template, slots), block_edges)
+        template = {role_of[k]: r for k, r in res.rects.items()}
+        grids = anchored(template, box, n, width, height)
+        return objective(instantiate(stack, template, grids[0]), block_edges) if grids else None
 
     def tile(box: Slots, res) -> Tiled | None:
         if res.rects is None:
             return None
-        template = {role_of[n]: r for n, r in res.rects.items()}
+        template = {role_of[k]: r for k, r in res.rects.items()}
         best = None
-        w_t = max(r.x + r.cols for r in template.values())
-        h_t = max(r.y + r.rows for r in template.values())
-        skips = {0, 1} if head and rowmajor(head, [], w_t, h_t) is not None else {0}
-        for x0, skip in sorted((x0, skip) for x0 in {0, strip} for skip in skips):
-            slots = grid_for(template, box.axis, len(stack.blocks), width, height, x0, skip)
-            if slots is None:
-                continue
+        grids = anchored(template, box, n, width, height)
+        for slots in grids:
             full = place_extras(stack, kernels, edges, instantiate(stack, template, slots), width, height,
-                                det_time=extras_dt / 4, seed=seed, clock=clock)
+                                det_time=extras_dt / len(grids), seed=seed, clock=clock)
             if full is not None:
                 cost = objective(full, edges)
                 if best is None or cost < best.cost:
@@ -420,7 +478,7 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
         return best
 
     def first(box: Slots):
-        res = solve(template_window(stack, kernel, edges, box, cuts, skip=skip), det_time=first_dt,
+        res = solve(template_window(stack, kernel, edges, box, cuts, skip=box.skip), det_time=first_dt,
                     seed=seed, clock=clock)
         return box, res, rank(box, res)
 
@@ -432,7 +490,7 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
 
     def final(item) -> Tiled | None:
         _, _, box, res = item
-        win = template_window(stack, kernel, edges, box, cuts, hint=res.rects, skip=skip)
+        win = template_window(stack, kernel, edges, box, cuts, hint=res.rects, skip=box.skip)
         return tile(box, solve(win, det_time=final_dt, seed=seed, clock=clock))
 
     tried = [t for t in parallel(final, scored[:FINALISTS], workers) if t is not None]
