@@ -35,7 +35,9 @@ def color_violations(placement: dict, colors: int) -> tuple[dict, list[str]]:
     used: set[int] = set()
     problems: list[str] = []
     for e in placement.get("edges", []):
-        g, c = int(e["group"]), int(e["color"])
+        if e.get("color") is None:  # an unrouted edge holds no color
+            continue
+        g, c = int(e.get("group", id(e))), int(e["color"])
         names[g].append(f"{e['src']}->{e['dst']}")
         if not reserved <= c < colors:
             problems.append(f"route {e['src']}->{e['dst']} uses color {c}, outside the free "
