@@ -14,7 +14,7 @@ from wsc.ir import graph as g
 from wsc.ir import tile as t
 from wsc.ir.attrs import shape_of
 from wsc.ir.kernel import KernelOp, YieldOp
-from wsc.ir.layout import REPLICATED, Layout
+from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
 from wsc.passes.tile_builder import RegionBuilder
 
 PHASES = ("prefill", "decode")
@@ -60,6 +60,18 @@ def ladder(hi: int, dense: int = 8, ratio: float = 1.25) -> list[int]:
         v = max(v * ratio, out[-1] + 1)
         out.append(min(hi, int(round(v))))
     return out
+
+
+def rowwise_layout(tokens: int, features: int, grid: tuple[int, int], phase: str) -> Layout:
+    """Token rows over the region's rows (every row has the one decode token), features over
+    its columns: the layout of kernels that work row by row (norms, elementwise maps)."""
+    rows = split_rows(grid[0]) if phase == "prefill" else REPLICATED
+    return Layout((tokens, features), grid, rows, split_cols(grid[1]))
+
+
+def rowwise_grids(tokens: int, features: int, max_h: int, max_w: int) -> list[tuple[int, int]]:
+    return [(r, c) for r in ladder(min(tokens, max_h), 4, 1.5)
+            for c in ladder(min(features, max_w), 4, 1.5)]
 
 
 def row_vector(layout: Layout, n: int) -> Layout:

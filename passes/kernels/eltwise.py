@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from wsc.ir import tile as t
 from wsc.ir.kernel import EltwiseKernel
-from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.kernels.common import LowerCtx, ladder, lower_epilogue
+from wsc.passes.kernels.common import LowerCtx, lower_epilogue, rowwise_grids, rowwise_layout
 from wsc.passes.tile_builder import RegionBuilder
 
 
 def layouts(k: EltwiseKernel, grid: tuple[int, int], ctx: LowerCtx, phase: str):
-    S, F = ctx.tokens(phase), k.core_shape()[1]
-    rows = split_rows(grid[0]) if phase == "prefill" else REPLICATED
-    lay = Layout((S, F), grid, rows, split_cols(grid[1]))
+    lay = rowwise_layout(ctx.tokens(phase), k.core_shape()[1], grid, phase)
     return lay, lay
 
 
 def grids(k: EltwiseKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
-    S, F = k.core_shape()
-    return [(r, c) for r in ladder(min(S, max_h), 4, 1.5) for c in ladder(min(F, max_w), 4, 1.5)]
+    return rowwise_grids(*k.core_shape(), max_h, max_w)
 
 
 def lower(b: RegionBuilder, k: EltwiseKernel, ctx: LowerCtx, phase: str) -> None:

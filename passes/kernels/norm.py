@@ -10,21 +10,19 @@ from __future__ import annotations
 
 from wsc.ir import tile as t
 from wsc.ir.kernel import NormKernel
-from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue, row_vector
+from wsc.passes.kernels.common import (
+    REDUCE_LEVELS, LowerCtx, lower_epilogue, row_vector, rowwise_grids, rowwise_layout,
+)
 from wsc.passes.tile_builder import RegionBuilder
 
 
 def layouts(k: NormKernel, grid: tuple[int, int], ctx: LowerCtx, phase: str):
-    S, D = ctx.tokens(phase), k.core_shape()[1]
-    rows = split_rows(grid[0]) if phase == "prefill" else REPLICATED
-    lay = Layout((S, D), grid, rows, split_cols(grid[1]))
+    lay = rowwise_layout(ctx.tokens(phase), k.core_shape()[1], grid, phase)
     return lay, lay
 
 
 def grids(k: NormKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
-    S, D = k.core_shape()
-    return [(r, c) for r in ladder(min(S, max_h), 4, 1.5) for c in ladder(min(D, max_w), 4, 1.5)]
+    return rowwise_grids(*k.core_shape(), max_h, max_w)
 
 
 def lower(b: RegionBuilder, k: NormKernel, ctx: LowerCtx, phase: str) -> None:
