@@ -21,10 +21,9 @@ blocks are copies (DESIGN §10). So:
    mirror image one template height down (a turn at a band's end), weighted by how many of
    each the tiling has; those extents are variables, so the template optimises the block, the
    block-to-block hops and its own compactness together. It is warm started from the cheapest
-   of the layered, row-major and snake layouts of the block that fit the box. Every band shape
-   gets a short solve with every kernel streaming east (fast to solve and prove); the two
-   whose tiled layouts are cheapest continue with free orientations. The slot pitch is then
-   the template's actual extent.
+   of the layered, row-major and snake layouts of the block that fit the box. The two most
+   promising band shapes get a solve with every kernel streaming east (fast to solve), then
+   continue with free orientations. The slot pitch is then the template's actual extent.
 4. Kernels outside the blocks (embedding, final norm, LM head) go around the tiled blocks
    (`bestfit.py`, then a CP-SAT window with every block as an obstacle). The grid is tried in
    each corner of the mesh; the cheapest complete layout wins.
@@ -41,6 +40,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from wsc.placement.bestfit import best_fit
 from wsc.placement.cpsat import Clock, Term, Window, parallel, solve, window_cost
 from wsc.placement.greedy import layered, rowmajor, snake
@@ -48,9 +49,12 @@ from wsc.placement.hops import in_port, mirror_x, mirror_y, objective, out_port
 from wsc.placement.spec import EdgeSpec, KernelSpec, Rect, topo_order
 
 FILL_MAX = 0.8  # a slot box fuller than this leaves the template no room to choose
-MAX_BOXES = 4  # band shapes given a first, short template solve
-FINALISTS = 2  # band shapes whose template gets the rest of the budget
-MAX_FIT_CHECKS = 40  # slot sizes checked for room for the extras (~50 ms each on WSE-3)
+MAX_BOXES = 4  # band shapes considered, best first
+FINALISTS = 2  # band shapes whose templates are solved (side by side on two workers)
+# Shares of the deterministic budget: per finalist, its template streaming east (fast to
+# solve), then with free orientations from there, then the extras around each tiling; seams last.
+SHARES = {"east": 0.2, "flip": 0.55, "extras": 0.1, "seams": 0.15}
+PACK_DTIME = 0.05  # deterministic seconds to find any packing of a block in a box
 
 
 @dataclass
@@ -155,48 +159,61 @@ def find_stack(kernels: list[KernelSpec], edges: list[EdgeSpec]) -> Stack | None
     return Stack(blocks, names, list(first), seam, extras, shapes)
 
 
-def _strip(extras: list[KernelSpec], width: int, height: int, side: str) -> int:
-    """Depth of the narrowest strip along the south (full width) or east (full height) side
-    that the extras pack into, by the row-major packer; 0 without extras."""
-    if not extras:
-        return 0
-    if side == "east":  # pack the transposed problem into a south strip
-        extras = [replace(k, shapes=tuple((c, r) for r, c in k.shapes)) for k in extras]
-        width, height = height, width
-    rects = rowmajor(extras, [], width, height)
-    return height if rects is None else max(r.y + r.rows for r in rects.values())
-
-
 def _slot_rects(slots: Slots, n: int) -> list[Rect]:
     return [Rect(*slots.origin(i)[:2], slots.height, slots.width) for i in range(n)]
 
 
 def extras_fit(extras: list[KernelSpec], slots: Slots, n: int, width: int, height: int) -> bool:
     """Whether the extras, largest first, find room around `n` full slots (a sufficient test)."""
-    big_first = sorted(extras, key=lambda k: (-min(r * c for r, c in k.shapes), k.name))
-    fixed = {str(i): r for i, r in enumerate(_slot_rects(slots, n))}
-    return best_fit(big_first, [], fixed, width, height) is not None
+    taken = _slot_rects(slots, n)
+    for k in sorted(extras, key=lambda k: (-min(r * c for r, c in k.shapes), k.name)):
+        for rows, cols in k.shapes:
+            if rows > height or cols > width:
+                continue
+            free = np.ones((height - rows + 1, width - cols + 1), dtype=bool)  # free[y, x]: origin
+            for t in taken:  # the origins whose rectangle would overlap t
+                free[max(0, t.y - rows + 1): t.y + t.rows, max(0, t.x - cols + 1): t.x + t.cols] = False
+            at = np.flatnonzero(free)
+            if len(at):
+                y, x = divmod(int(at[0]), free.shape[1])
+                taken.append(Rect(x, y, rows, cols))
+                break
+        else:
+            return False
+    return True
 
 
 def grid_options(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSpec], width: int,
                  height: int) -> list[Slots]:
-    """Slot boxes the template may use, at most MAX_BOXES, roomiest first: one per band shape
-    (axis, blocks per band, free slots before block 0), each with the largest slot that leaves
-    the extras room around the grid, in what the bands leave over or in a strip reserved for
-    them on the south or east side.
-
-    Rows of blocks (axis x) come first on ties: a block is a chain streaming along x, so a row
-    of copies has 1-hop seams.
+    """Slot boxes the template may use, at most MAX_BOXES: one per band shape (axis, blocks
+    per band, free slots before block 0), with the largest slot the block packs into that
+    leaves the extras room around the grid. When the bands' share of the mesh leaves too
+    little, the slot is shrunk in height (room on the south side) or in width (room on the
+    east side), the larger of the two kept. Roomiest first, counting only the width up to the
+    block's natural (one row) width; rows of blocks (axis x) first on ties, as a row of copies
+    has 1-hop seams.
     """
     n = len(stack.blocks)
     block = stack.specs(kernel, _rep_block(stack))
+    names = {k.name for k in block}
+    inner = [e for e in edges if e.src in names and e.dst in names]
     area = sum(min(r * c for r, c in k.shapes) for k in block)
+    lo_h = max(min(r for r, _ in k.shapes) for k in block)
+    lo_w = max(min(c for _, c in k.shapes) for k in block)
     head = head_extras(stack, edges)
-    extras_area = sum(min(r * c for r, c in k.shapes) for k in stack.extras)
-    south = {0, _strip(stack.extras, width, height, "south")} | {r for k in stack.extras for r, _ in k.shapes}
-    east = {0, _strip(stack.extras, width, height, "east")} | {c for k in stack.extras for _, c in k.shapes}
-    reserves = sorted({(s, 0) for s in south if s < height} | {(0, e) for e in east if e < width},
-                      key=lambda se: (se[0] * width + se[1] * height, se))
+
+    def fits(s: Slots) -> bool:
+        return extras_fit(stack.extras, s, n, width, height)
+
+    def largest(lo: int, hi: int, at) -> int | None:
+        """The largest v in [lo, hi] with fits(at(v)), by bisection (room grows as v shrinks)."""
+        if lo > hi or not fits(at(lo)):
+            return None
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(at(mid)) else (lo, mid - 1)
+        return lo
+
     cands = []
     for axis in ("x", "y"):
         for skip in (0, 1) if head else (0,):
@@ -205,32 +222,34 @@ def grid_options(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSp
                 bands = math.ceil(used / per)
                 if per > 1 and math.ceil(used / (per - 1)) == bands:
                     continue  # as many bands with fewer blocks each: strictly roomier
-                for s, e in reserves:
-                    w, h = width - e, height - s
-                    w, h = (w // per, h // bands) if axis == "x" else (w // bands, h // per)
-                    if w < 1 or h < 1 or area > FILL_MAX * w * h or n * w * h + extras_area > width * height:
+                w, h = (width // per, height // bands) if axis == "x" else (width // bands, height // per)
+                if w < lo_w or h < lo_h or area > FILL_MAX * w * h:
+                    continue
+                if skip and rowmajor(head, [], w, h) is None:
+                    continue  # the free slot is for the kernels feeding block 0
+                box = Slots(axis, per, w, h, 0, skip)
+                if not fits(box):
+                    tall = largest(max(lo_h, math.ceil(area / (w * FILL_MAX))), h,
+                                   lambda v: replace(box, height=v))
+                    wide = largest(max(lo_w, math.ceil(area / (h * FILL_MAX))), w,
+                                   lambda v: replace(box, width=v))
+                    shrunk = [replace(box, height=tall) if tall else None, replace(box, width=wide) if wide else None]
+                    shrunk = [s for s in shrunk if s is not None]
+                    if not shrunk:
                         continue
-                    if not all(any(r <= h and c <= w for r, c in k.shapes) for k in block):
-                        continue
-                    if skip and rowmajor(head, [], w, h) is None:
-                        continue  # the free slot is for the kernels feeding block 0
-                    cands.append(Slots(axis, per, w, h, 0, skip))
-    cands.sort(key=lambda s: (-s.width * s.height, s.axis, s.skip, s.per, s.width))
-    chosen: list[Slots] = []
-    seen: set[tuple] = set()
-    checks = 0
-    for s in cands:
-        if (s.axis, s.per, s.skip) in seen:
-            continue  # a smaller slot for a band shape that already has one
-        checks += 1
-        if checks > MAX_FIT_CHECKS:
-            break
-        if extras_fit(stack.extras, s, n, width, height):
-            chosen.append(s)
-            seen.add((s.axis, s.per, s.skip))
-            if len(chosen) == MAX_BOXES:
-                break
-    return chosen
+                    box = max(shrunk, key=lambda s: s.width * s.height)
+                cands.append(box)
+    # a block is a chain streaming along x: a slot narrower than the chain laid out in a row
+    # folds it, which costs hops (on the real GPT-2 and Llama graphs this ranks the band
+    # shapes in the order their templates come out)
+    row = layered(block, inner, 10 ** 9, 10 ** 9)
+    natural = max(r.x + r.cols for r in row.values()) if row else 1
+
+    def room(s: Slots) -> float:
+        return s.width * s.height * min(1.0, s.width / natural)
+
+    cands.sort(key=lambda s: (-room(s), s.axis, s.skip, s.per, s.width))
+    return [s for s in cands if block_layout(block, inner, s.width, s.height) is not None][:MAX_BOXES]
 
 
 def _rep_block(stack: Stack) -> int:
@@ -288,12 +307,27 @@ def template_window(stack: Stack, kernel: dict[str, KernelSpec], edges: list[Edg
         def cost(rects):
             return window_cost(terms, rects)
 
-        greedy = [layered(block, inner, box.width, box.height, cost), rowmajor(block, inner, box.width, box.height),
-                  snake(block, inner, box.width, box.height)]
-        greedy = [{n: r._replace(flip=False) for n, r in g.items()} for g in greedy if g is not None]
-        hint = min(greedy, key=cost, default=None)
+        hint = block_layout(block, inner, box.width, box.height, cost)
     win.hint = hint
     return win
+
+
+def block_layout(block: list[KernelSpec], inner: list[EdgeSpec], width: int, height: int,
+                 cost=None) -> dict[str, Rect] | None:
+    """The cheapest greedy layout of one block in a `width` x `height` box, every kernel
+    streaming east: layered, row-major or snake in dataflow order, row-major largest first
+    (packs tight boxes best), else whatever a short CP-SAT feasibility solve finds; None when
+    nothing does."""
+    cost = cost or (lambda rects: objective(rects, inner))
+    big_first = sorted(block, key=lambda k: (-min(r * c for r, c in k.shapes), k.name))
+    found = [layered(block, inner, width, height, cost), rowmajor(block, inner, width, height),
+             snake(block, inner, width, height), rowmajor(big_first, [], width, height)]
+    found = [{n: r._replace(flip=False) for n, r in g.items()} for g in found if g is not None]
+    if not found:
+        res = solve(Window(block, (0, 0, width, height), [], anchored=False, ports="east", lp=False),
+                    det_time=PACK_DTIME, seed=0)
+        found = [res.rects] if res.rects is not None else []
+    return min(found, key=cost, default=None)
 
 
 def anchored(template: dict[str, Rect], box: Slots, n: int, width: int, height: int) -> list[Slots]:
@@ -433,8 +467,10 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
                workers: int, clock: Clock) -> Tiled | None:
     """Template, tiling, extras and seams, within about `det_time` deterministic seconds.
 
-    The template budget is spent in two rounds: a short solve for every band shape, then the
-    FINALISTS whose tiled layouts were cheapest continue from their first-round solution.
+    The FINALISTS best band shapes (`grid_options`' order) get a template each, side by side;
+    the cheapest complete layout wins. A first ranking round of short solves over more band
+    shapes was tried and dropped: at the CLI's budget its solves were too short to rank the
+    real graphs' band shapes as well as the room they leave the block does.
     """
     kernel = {k.name: k for k in kernels}
     boxes = grid_options(stack, kernel, edges, width, height)
@@ -447,20 +483,10 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
     def rounds(k: int) -> float:  # wall-clock rounds when k solves share `workers` threads
         return math.ceil(k / max(1, workers))
 
-    first_dt = 0.2 * det_time / rounds(len(boxes))
-    final_dt = 0.55 * det_time / rounds(min(FINALISTS, len(boxes)))
-    extras_dt = 0.1 * det_time / rounds(min(FINALISTS, len(boxes)))
-    seams_dt = 0.15 * det_time
-
-    block_edges = [e for e in edges if kernel[e.src].block is not None and kernel[e.dst].block is not None]
-
-    def rank(box: Slots, res) -> int | None:
-        """Cost of the block-to-block edges once tiled (the extras come later)."""
-        if res.rects is None:
-            return None
-        template = {role_of[k]: r for k, r in res.rects.items()}
-        grids = anchored(template, box, n, width, height)
-        return objective(instantiate(stack, template, grids[0]), block_edges) if grids else None
+    finalists = min(FINALISTS, len(boxes))
+    share = det_time / rounds(finalists)
+    east_dt, flip_dt, extras_dt = SHARES["east"] * share, SHARES["flip"] * share, SHARES["extras"] * share
+    seams_dt = SHARES["seams"] * det_time
 
     def tile(box: Slots, res) -> Tiled | None:
         if res.rects is None:
@@ -477,23 +503,19 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
                     best = Tiled(full, cost, slots, res.cost, res.bound, res.status)
         return best
 
-    def first(box: Slots):
-        res = solve(template_window(stack, kernel, edges, box, cuts, skip=box.skip), det_time=first_dt,
-                    seed=seed, clock=clock)
-        return box, res, rank(box, res)
+    def template(box: Slots) -> Tiled | None:
+        east = solve(template_window(stack, kernel, edges, box, cuts, skip=box.skip), det_time=east_dt,
+                     seed=seed, clock=clock)
+        if east.rects is None:
+            return None
+        win = template_window(stack, kernel, edges, box, cuts, hint=east.rects, skip=box.skip)
+        return tile(box, solve(win, det_time=flip_dt, seed=seed, clock=clock))
 
-    scored = [(c, i, box, res) for i, (box, res, c) in enumerate(parallel(first, boxes, workers))
-              if c is not None]
-    if not scored:
-        return None
-    scored.sort(key=lambda s: s[:2])
-
-    def final(item) -> Tiled | None:
-        _, _, box, res = item
-        win = template_window(stack, kernel, edges, box, cuts, hint=res.rects, skip=box.skip)
-        return tile(box, solve(win, det_time=final_dt, seed=seed, clock=clock))
-
-    tried = [t for t in parallel(final, scored[:FINALISTS], workers) if t is not None]
+    tried: list[Tiled] = []
+    for start in range(0, len(boxes), finalists):  # the next boxes only when these all fail
+        tried = [t for t in parallel(template, boxes[start:start + finalists], workers) if t is not None]
+        if tried:
+            break
     if not tried:
         return None
     best = min(tried, key=lambda t: t.cost)  # first on ties: finalists come in a fixed order
