@@ -86,3 +86,19 @@ def test_buffers_declare_what_they_hold():
     table = next(b for b in region.buffers() if b.sym.data == "table")
     assert isinstance(table, BufferOp) and table.persistent is not None
     assert table.weight.data == f"{region.sym_name.data}/table"
+
+
+def test_xdsl_opt_knows_the_dialects_and_passes(tmp_path):
+    """The dialects and passes are registered through xDSL's universe entry point."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    graph, _ = gpt2_block_graph(8)
+    f = tmp_path / "g.mlir"
+    f.write_text(print_module(graph))
+    exe = shutil.which("xdsl-opt", path=str(Path(sys.executable).parent))
+    r = subprocess.run([exe, str(f), "-p", "partition"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "wsc.kernel.linear" in r.stdout
