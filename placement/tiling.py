@@ -188,8 +188,8 @@ def grid_options(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSp
     """Slot boxes the template may use, at most MAX_BOXES: one per band shape (axis, blocks
     per band, free slots before block 0), with the largest slot the block packs into that
     leaves the extras room around the grid. When the bands' share of the mesh leaves too
-    little, the slot is shrunk in height (room on the south side) or in width (room on the
-    east side), the larger of the two kept. Roomiest first, counting only the width up to the
+    little, the slot is shrunk in height (room on the south side), in width (room on the east
+    side) or in both in proportion, the largest of these kept. Roomiest first, counting only the width up to the
     block's natural (one row) width; rows of blocks (axis x) first on ties, as a row of copies
     has 1-hop seams.
     """
@@ -229,15 +229,19 @@ def grid_options(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSp
                     continue  # the free slot is for the kernels feeding block 0
                 box = Slots(axis, per, w, h, 0, skip)
                 if not fits(box):
-                    tall = largest(max(lo_h, math.ceil(area / (w * FILL_MAX))), h,
-                                   lambda v: replace(box, height=v))
-                    wide = largest(max(lo_w, math.ceil(area / (h * FILL_MAX))), w,
-                                   lambda v: replace(box, width=v))
-                    shrunk = [replace(box, height=tall) if tall else None, replace(box, width=wide) if wide else None]
-                    shrunk = [s for s in shrunk if s is not None]
+                    shrunk = []
+                    for lo, hi, at in (  # shorter, narrower, or both in proportion
+                        (max(lo_h, math.ceil(area / (w * FILL_MAX))), h, lambda v: replace(box, height=v)),
+                        (max(lo_w, math.ceil(area / (h * FILL_MAX))), w, lambda v: replace(box, width=v)),
+                        (max(lo_w, math.ceil(lo_h * w / h)), w, lambda v: replace(box, width=v, height=v * h // w)),
+                    ):
+                        v = largest(lo, hi, at)
+                        s = at(v) if v is not None else None
+                        if s is not None and s.height >= lo_h and area <= FILL_MAX * s.width * s.height:
+                            shrunk.append(s)
                     if not shrunk:
                         continue
-                    box = max(shrunk, key=lambda s: s.width * s.height)
+                    box = max(shrunk, key=lambda s: (s.width * s.height, s.width))
                 cands.append(box)
     # a block is a chain streaming along x: a slot narrower than the chain laid out in a row
     # folds it, which costs hops (on the real GPT-2 and Llama graphs this ranks the band
