@@ -106,7 +106,9 @@ class Window:
     terms: list[Term]
     obstacles: list[Rect] = field(default_factory=list)
     hint: dict[str, Rect] | None = None
-    anchored: bool = True  # False: nothing fixed, so break translation and mirror symmetry
+    # False: the layout floats (a template, a bound's cycle): pinned to the box's west and north
+    # walls, its obstacles (kernels of the same layout held fixed: lns.py) counting as part of it
+    anchored: bool = True
     cuts: list[tuple[list[int], int]] = field(default_factory=list)  # Σ cost(terms[i]) ≥ lb
     ports: str = "flip"  # "flip": orientation is a variable; "east": every kernel streams east
     lp: bool = True  # False: no LP relaxation (linearization_level 0), pure propagation and search
@@ -146,8 +148,9 @@ def term_hops(t: Term, rects: dict[str, Rect], pitch: dict[str, int] | None = No
     return abs(sx - dx) + abs(sy - dy)
 
 
-def window_cost(terms: list[Term], rects: dict[str, Rect]) -> int:
-    pitch = {a: extent(rects.values(), a) for a in "xy"} if any(t.pitch for t in terms) else None
+def window_cost(terms: list[Term], rects: dict[str, Rect], fixed: list[Rect] = ()) -> int:
+    """Σ weight × hops of `terms` at `rects`; pitches are the extent of `rects` and `fixed`."""
+    pitch = {a: extent([*rects.values(), *fixed], a) for a in "xy"} if any(t.pitch for t in terms) else None
     return sum(t.weight * term_hops(t, rects, pitch) for t in terms)
 
 
@@ -227,7 +230,7 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
         det_time = 0.0
     x0, y0, x1, y1 = win.box
     hint = win.hint if win.hint is not None and _fits(win, win.hint) else None
-    hint_cost = window_cost(win.terms, hint) if hint else None
+    hint_cost = window_cost(win.terms, hint, win.obstacles) if hint else None
     if det_time <= 0 or not win.kernels:
         if hint:
             return Solved(dict(hint), hint_cost, 0, "HINT")
@@ -250,21 +253,22 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
     m.AddNoOverlap2D(boxes_x, boxes_y)
 
     free = [v[k.name] for k in win.kernels]
-    if not win.anchored:
-        m.AddMinEquality(x0, [kv.x for kv in free])
-        m.AddMinEquality(y0, [kv.y for kv in free])
-        if win.ports == "flip" and not any(t.pitch in ("x", "turn") for t in win.terms):
+    if not win.anchored:  # fixed kernels of the same layout may lie on the walls
+        m.AddMinEquality(x0, [kv.x for kv in free] + [o.x for o in win.obstacles])
+        m.AddMinEquality(y0, [kv.y for kv in free] + [o.y for o in win.obstacles])
+        if win.ports == "flip" and not win.obstacles and not any(t.pitch in ("x", "turn") for t in win.terms):
             m.Add(free[0].flip == 0)  # an x seam is not mirror symmetric
     assert x0 == 0 or not any(t.pitch == "turn" for t in win.terms), "mirrors are taken in [0, width)"
     pitch: dict[str, cp_model.LinearExprT] = {"x": 0, "y": 0}
-    hint_pitch = {a: extent(hint.values(), a) for a in "xy"} if hint else {"x": 0, "y": 0}
+    hint_pitch = {a: extent([*hint.values(), *win.obstacles], a) for a in "xy"} if hint else {"x": 0, "y": 0}
     ends = {}
     for axis, lo, hi in (("x", x0, x1), ("y", y0, y1)):
         if any(t.pitch in (axis, "turn") for t in win.terms):
             assert not win.anchored, "a pitch is the extent of a free-floating layout"
             ends[axis] = m.NewIntVar(lo, hi, f"end_{axis}")
             m.AddMaxEquality(ends[axis], [(kv.x + kv.width) if axis == "x" else (kv.y + kv.height)
-                                          for kv in free])
+                                          for kv in free]
+                             + [(o.x + o.cols) if axis == "x" else (o.y + o.rows) for o in win.obstacles])
             pitch[axis] = ends[axis] - lo
 
     weights = [t.weight for t in win.terms if t.weight > 0]
@@ -364,7 +368,7 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
             flip = kv.flip if isinstance(kv.flip, bool) else solver.BooleanValue(kv.flip)
             rects[k.name] = Rect(solver.Value(kv.x), solver.Value(kv.y), *shape, flip)
     bound = max(0, math.ceil(solver.BestObjectiveBound() - 1e-6)) * g
-    cost = window_cost(win.terms, rects) if rects is not None else None
+    cost = window_cost(win.terms, rects, win.obstacles) if rects is not None else None
     if hint and (cost is None or hint_cost <= cost):  # type: ignore[operator]
         rects, cost = dict(hint), hint_cost
     if cost is not None:
