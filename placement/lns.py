@@ -54,7 +54,7 @@ def neighbourhood(win: Window, rects: dict[str, Rect], rng: random.Random) -> li
 
 def improve(win: Window, start: Solved, *, det_time: float, seed: int, clock: Clock | None = None) -> Solved:
     """Re-solve neighbourhoods of `start`'s layout for about `det_time` deterministic seconds."""
-    if start.rects is None or start.status == "OPTIMAL" or len(win.kernels) <= SIZE:
+    if start.rects is None or len(win.kernels) <= SIZE:
         return start
     rng = random.Random(seed)
     spec = {k.name: k for k in win.kernels}

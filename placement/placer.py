@@ -25,6 +25,7 @@ from wsc.placement.bounds import decomposition_bound
 from wsc.placement.cpsat import DTIME_PER_SECOND, DTIME_PER_SECOND_NO_LP, Clock, Term, Window, parallel, solve
 from wsc.placement.greedy import layered, rowmajor, snake
 from wsc.placement.hops import hops, in_port, objective, out_port
+from wsc.placement.lns import improve
 from wsc.placement.result import Placement, PlacedEdge, PlacedKernel
 from wsc.placement.routing import route
 from wsc.placement.spec import EdgeSpec, KernelSpec, Rect, check_layout, problem_checks
@@ -38,6 +39,7 @@ DEEP_MIN_BLOCKS = 3
 # their time on the template instead, and their repeated components are solved once.
 BOUND_SHARE = {"flat": 0.4, "deep": 0.2}
 LAYERED_MAX_KERNELS = 60  # the layered warm start's shape search is quadratic in Python
+FLAT_LNS_SHARE = 0.3  # of the whole-graph budget, for neighbourhoods of its best layout (lns.py)
 ROUTING_RESERVE = 0.1  # of the wall-clock limit, kept for routing and coloring
 # The deterministic budgets are sized to finish within `time_limit` on this class of machine;
 # the wall-clock safety net fires only at WALL_SAFETY times that, so that a loaded machine
@@ -168,11 +170,13 @@ def _flat(kernels: list[KernelSpec], edges: list[EdgeSpec], width: int, height: 
     terms = [Term(e.bytes, e.src, e.dst) for e in edges]
     modes = ["east", "flip"]
 
+    solve_dt = (1 - FLAT_LNS_SHARE) * det_time
+
     def run(mode: str):
         east_hint = None if hint is None else {n: r._replace(flip=False) for n, r in hint.items()}
         win = Window(kernels, (0, 0, width, height), terms, hint=east_hint if mode == "east" else hint,
                      anchored=False, cuts=cuts, ports=mode)
-        return solve(win, det_time=det_time if workers >= 2 else det_time / 2, seed=seed, clock=clock)
+        return solve(win, det_time=solve_dt if workers >= 2 else solve_dt / 2, seed=seed, clock=clock)
 
     if workers >= 2:
         east, free = parallel(run, modes, workers)
@@ -182,4 +186,7 @@ def _flat(kernels: list[KernelSpec], edges: list[EdgeSpec], width: int, height: 
             hint = east.rects
         free = run("flip")
     best = min((r for r in (free, east) if r.rects is not None), key=lambda r: r.cost, default=free)
+    if free.status != "OPTIMAL" and best.rects is not None:  # neighbourhoods of the best, orientations free
+        win = Window(kernels, (0, 0, width, height), terms, anchored=False, ports="flip")
+        best = improve(win, best, det_time=FLAT_LNS_SHARE * det_time, seed=seed, clock=clock)
     return best, free.bound  # only the free-orientation model's bound holds for the problem

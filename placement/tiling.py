@@ -519,7 +519,9 @@ def place_deep(stack: Stack, kernels: list[KernelSpec], edges: list[EdgeSpec], w
             return None
         win = template_window(stack, kernel, edges, box, cuts, hint=east.rects, skip=box.skip)
         res = solve(win, det_time=flip_dt, seed=seed, clock=clock)
-        return tile(box, improve(win, res, det_time=lns_dt, seed=seed, clock=clock))
+        if res.status != "OPTIMAL":
+            res = improve(win, res, det_time=lns_dt, seed=seed, clock=clock)
+        return tile(box, res)
 
     tried: list[Tiled] = []
     for start in range(0, len(boxes), finalists):  # the next boxes only when these all fail
