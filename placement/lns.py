@@ -46,7 +46,8 @@ def neighbourhood(win: Window, rects: dict[str, Rect], rng: random.Random) -> li
         chosen = [win.kernels[rng.randrange(len(win.kernels))].name]
     cx = sum(centre(n)[0] for n in chosen) / len(chosen)
     cy = sum(centre(n)[1] for n in chosen) / len(chosen)
-    spread = max(1, extent(rects.values(), "x") + extent(rects.values(), "y")) / 8  # jitter: not always the same ring
+    # nearest first, with some jitter so that a term drawn twice frees a different ring
+    spread = max(1, extent(rects.values(), "x") + extent(rects.values(), "y")) / 8
     rest = sorted((k.name for k in win.kernels if k.name not in chosen),
                   key=lambda n: abs(centre(n)[0] - cx) + abs(centre(n)[1] - cy) + spread * rng.random())
     return sorted(set(chosen) | set(rest[:max(0, SIZE - len(set(chosen)))]))

@@ -3,13 +3,15 @@
 Reads top to bottom:
 
 1. check the input (and that it can fit at all: numbers in the error);
-2. the baselines, rowmajor and snake (greedy.py), costed with the same objective;
+2. the baselines, rowmajor and snake (greedy.py: skyline packers in dataflow order), costed
+   with the same objective;
 3. the lower bound from the cycle decomposition (bounds.py), whose pieces also become cuts;
-4. CP-SAT: for a deep stack of identical blocks, the block template tiled in snake order with
-   seams refined (tiling.py); otherwise the whole graph on the whole mesh (cpsat.py), warm
+4. CP-SAT: for a deep stack of identical blocks, the block template (one shape per role)
+   tiled in snake order around the kernels outside the blocks, seams refined (tiling.py);
+   otherwise, or when no tiling fits, the whole graph on the whole mesh (cpsat.py), warm
    started from the best baseline, as two single-worker solves side by side: every kernel
    streaming east (fast to improve) and free orientations (the real problem, whose bound
-   counts);
+   counts), then neighbourhoods of the better one (lns.py);
 5. the cheapest legal layout of all of these wins; it is routed and colored (routing.py).
 
 Time: `time_limit` wall seconds bound the call. CP-SAT gets deterministic budgets, a share of

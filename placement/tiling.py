@@ -193,9 +193,9 @@ def grid_options(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSp
     per band, free slots before block 0), with the largest slot the block packs into that
     leaves the extras room around the grid. When the bands' share of the mesh leaves too
     little, the slot is shrunk in height (room on the south side), in width (room on the east
-    side) or in both in proportion, the largest of these kept. Roomiest first, counting only the width up to the
-    block's natural (one row) width; rows of blocks (axis x) first on ties, as a row of copies
-    has 1-hop seams.
+    side) or in both in proportion, the largest of these kept. Roomiest first, counting only
+    the width up to the block's natural (one row) width; rows of blocks (axis x) first on
+    ties, as a row of copies has 1-hop seams.
     """
     n = len(stack.blocks)
     block = stack.specs(kernel, _rep_block(stack))
@@ -257,7 +257,13 @@ def grid_options(stack: Stack, kernel: dict[str, KernelSpec], edges: list[EdgeSp
         return s.width * s.height * min(1.0, s.width / natural)
 
     cands.sort(key=lambda s: (-room(s), s.axis, s.skip, s.per, s.width))
-    return [s for s in cands if block_layout(block, inner, s.width, s.height) is not None][:MAX_BOXES]
+    chosen: list[Slots] = []
+    for s in cands:
+        if len(chosen) == MAX_BOXES:
+            break
+        if block_layout(block, inner, s.width, s.height) is not None:
+            chosen.append(s)
+    return chosen
 
 
 def _rep_block(stack: Stack) -> int:
