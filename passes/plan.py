@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 
 from wsc.errors import CapacityError
 from wsc.ir.attrs import ints, shape_of
+from wsc.ir import graph as g
 from wsc.ir.kernel import KernelOp
 from wsc.passes.kernels import PHASES, LowerCtx, algorithm, build_region, footprint
 from wsc.runtime_sim.scheduler import estimate_region
@@ -85,12 +86,26 @@ class Group:
         return sorted(near, key=lambda a: (_time(a, plan_tokens), a.grid))[:limit]
 
 
+def fanout(k: KernelOp) -> dict[int, list[str]]:
+    """One send per reader of each result (through column slices), as the program will have."""
+    def readers(v) -> int:
+        n = 0
+        for use in v.uses:
+            n += readers(use.operation.results[0]) if isinstance(use.operation, g.SliceOp) else 1
+        return n
+
+    return {i: [f"{k.kernel_name}.out{i}.{j}" for j in range(max(1, readers(r)))]
+            for i, r in enumerate(k.outputs)}
+
+
 def evaluate(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int,
              cost: CostModel) -> Candidate | None:
-    """Lower `k` on `grid` for both phases; None if it does not fit SRAM."""
+    """Lower `k` on `grid` for both phases and time it, streaming each result to each of its
+    readers; None if it does not fit SRAM."""
     need, cycles, split = 0, {}, {}
+    outputs = fanout(k)
     for phase in PHASES:
-        b = build_region(k, grid, ctx, phase, budget=budget)
+        b = build_region(k, grid, ctx, phase, budget=budget, outputs=outputs)
         need = max(need, b.allocate())
         if need > budget:
             return None
