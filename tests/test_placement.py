@@ -176,6 +176,20 @@ def test_transformer_block_reaches_small_gap():
     assert_legal(kernels, p)
 
 
+def test_neighbourhood_search_only_improves_and_reproduces():
+    from wsc.placement.cpsat import Solved, Term, Window
+    from wsc.placement.lns import improve
+
+    kernels, edges = gpt2_graph(1)
+    start = rowmajor(kernels, edges, 200, 200)
+    win = Window(kernels, (0, 0, 200, 200), [Term(e.bytes, e.src, e.dst) for e in edges], anchored=False)
+    before = window_cost(win.terms, start)
+    runs = [improve(win, Solved(dict(start), before, 0, "FEASIBLE"), det_time=0.2, seed=0) for _ in range(2)]
+    assert runs[0].rects == runs[1].rects
+    assert runs[0].cost == window_cost(win.terms, runs[0].rects) < before
+    check_layout(kernels, runs[0].rects, 200, 200)
+
+
 # --- deep models ---------------------------------------------------------------------------
 
 
