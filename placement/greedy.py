@@ -100,8 +100,9 @@ def snake(kernels: list[KernelSpec], edges: list[EdgeSpec], width: int, height: 
 
     order = topo_order(kernels, edges)
     best = None
-    for ahead in (math.inf, 1.0, 0.0):  # no skipping ahead, a row per column skipped, any gap
-        rects = _snake(order, width, height, ahead if ahead != math.inf else 1e9)
+    # the nearest spot that fits; a row higher is worth a column further; the highest spot
+    for ahead in (float(width * height), 1.0, 0.0):
+        rects = _snake(order, width, height, ahead)
         if rects is not None:
             cost = objective(rects, edges)
             if best is None or cost < best[0]:
