@@ -63,6 +63,8 @@ class KernelOp(IRDLOperation):
     grid = opt_prop_def(DenseArrayBase)
     sram_bytes = opt_prop_def(IntegerAttr)
     origin = opt_prop_def(DenseArrayBase)  # (x, y) of the top-left PE, once placed
+    # prefill produces only the last token's row (the logits a generation step needs)
+    last_row = opt_prop_def(UnitAttr)
     fx = opt_prop_def(StringAttr)
     module = opt_prop_def(StringAttr)
     epilogue = region_def("single_block")

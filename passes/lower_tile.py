@@ -90,8 +90,11 @@ class KernelGraph:
 def edge_bytes(e: Edge, kg: KernelGraph, tokens: int, dtype: str) -> int:
     if e.src == HOST:
         return tokens * 4
-    cols = (e.cols[1] - e.cols[0]) if e.cols else kg.widths[(e.src, e.output)]
-    return tokens * cols * DTYPE_BYTES[dtype]
+    return tokens * len(range(*edge_cols(e, kg))) * DTYPE_BYTES[dtype]
+
+
+def edge_cols(e: Edge, kg: KernelGraph) -> tuple[int, int]:
+    return e.cols if e.cols else (0, kg.widths[(e.src, e.output)])
 
 
 @dataclass(frozen=True)
@@ -123,19 +126,23 @@ def lower_to_tile(kmodule: ModuleOp, ctx: LowerCtx, *, budget: int,
         inputs: dict[str, dict] = {k.kernel_name: {} for k in kg.kernels}
         outputs: dict[str, dict[int, list[str]]] = {k.kernel_name: {} for k in kg.kernels}
         channels = []
+        by_name = kg.by_name()
         for e in kg.edges:
-            window = None
-            if e.cols is not None:
+            window, rows = None, tokens
+            if phase == "prefill" and by_name[e.dst].last_row is not None:
+                window, rows = (tokens - 1, tokens, *edge_cols(e, kg)), 1  # the last row only
+            elif e.cols is not None:
                 window = (0, tokens, e.cols[0], e.cols[1])
             inputs[e.dst][e.slot] = (e.channel, window)
             if e.src != HOST:
                 outputs[e.src].setdefault(e.output, []).append(e.channel)
-            channels.append(_channel(e.channel, e.src, e.dst, edge_bytes(e, kg, tokens, ctx.dtype),
+            channels.append(_channel(e.channel, e.src, e.dst, edge_bytes(e, kg, rows, ctx.dtype),
                                      routes.get((e.src, e.dst))))
         src, out = kg.result
         outputs[src].setdefault(out, []).append(LOGITS_CHANNEL)
+        rows = 1 if by_name[src].last_row is not None else tokens
         width = kg.widths[kg.result]
-        channels.append(_channel(LOGITS_CHANNEL, src, HOST, tokens * width * DTYPE_BYTES[ctx.dtype], None))
+        channels.append(_channel(LOGITS_CHANNEL, src, HOST, rows * width * DTYPE_BYTES[ctx.dtype], None))
         regions = []
         for k in kg.kernels:
             name = k.kernel_name

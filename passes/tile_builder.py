@@ -61,6 +61,7 @@ class RegionBuilder:
     outputs: dict[int, list[str]] = field(default_factory=dict)
     bufs: list[_Buf] = field(default_factory=list)
     shards: list[WeightShard] = field(default_factory=list)
+    recv_repeat: int = 1  # receive every message this many times, keeping the last
     _blocks: list[Block] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -140,8 +141,9 @@ class RegionBuilder:
 
     def recv(self, buf: SSAValue, slot: Slot) -> None:
         channel, window = self.inputs.get(slot, (f"{self.name}.{slot[0]}{slot[1]}", None))
-        self.op(t.RecvOp, [buf], channel=channel,
-                slice=ints(window) if window is not None else None)
+        with self.loop(self.recv_repeat):
+            self.op(t.RecvOp, [buf], channel=channel,
+                    slice=ints(window) if window is not None else None)
 
     def send(self, buf: SSAValue, output: int = 0) -> None:
         for channel in self.outputs.get(output, []):

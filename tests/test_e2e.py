@@ -96,3 +96,16 @@ def test_same_inputs_give_a_byte_identical_bundle(checkpoints, tmp_path):
     assert names == sorted(p.name for p in b.iterdir())
     match, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
     assert match == names and not mismatch and not errors
+
+
+def test_prefill_of_the_last_logits_only(checkpoints, tmp_path):
+    """Serving needs only the last position's logits: the head then runs once per prompt."""
+    bundle = compile_bundle(checkpoints["qwen2"], tmp_path / "l.wsc", target="mesh:32x32",
+                            dtype="fp32", seq_len=24, prefill_chunk=8, prefill_logits="last",
+                            max_seq=40)
+    ids = prompt(24, seed=2)
+    sim = Simulator.open(bundle)
+    logits, _ = sim.prefill(ids)
+    assert logits.shape == (1, 256)
+    assert compare(logits, reference_logits(checkpoints["qwen2"], ids)[-1:]).rel_l2_err <= 1e-5
+    assert sim.generate(ids, 8).tokens == reference_generate(checkpoints["qwen2"], ids, 8)

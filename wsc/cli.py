@@ -67,6 +67,7 @@ def compile_cmd(
     plan: str = typer.Option("latency", help="Grid planner: latency (optimise) or min-pes (smallest grids that fit)."),
     prefill_chunk: int = typer.Option(0, help="Prefill tokens per pipelined chunk (must divide --seq-len; 0: auto)."),
     mesh_fraction: float = typer.Option(0.7, help="Share of the mesh the planner may give kernels (the rest lets placement pack)."),
+    prefill_logits: str = typer.Option("all", help="Prefill logits for every position (all) or only the last, as serving needs (last)."),
     print_ir_after_all: bool = typer.Option(False, help="Print the IR after every pass."),
     dump_ir_to: Optional[Path] = typer.Option(None, help="Write the IR after every pass into this directory."),
     report: bool = typer.Option(True, help="Write report.html into the bundle."),
@@ -82,6 +83,7 @@ def compile_cmd(
             max_seq=max_seq, compile_to=compile_to, attn_implementation=attn_impl,
             config=config, no_weights=no_weights or config is not None, place_time=place_time,
             phase=phase, plan=plan, prefill_chunk=prefill_chunk, mesh_fraction=mesh_fraction,
+            prefill_logits=prefill_logits,
             print_ir_after_all=print_ir_after_all, dump_ir_to=dump_ir_to, report=report,
         )
         t0 = time.perf_counter()

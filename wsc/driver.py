@@ -48,6 +48,7 @@ class CompileOptions:
     plan: str = "latency"  # or "min-pes": the smallest grid that fits, per kernel
     prefill_chunk: int = 0  # prefill tokens per pipelined chunk; 0 = auto
     mesh_fraction: float = 0.7  # share of the mesh's PEs the planner may hand to kernels
+    prefill_logits: str = "all"  # or "last": prefill computes only the last position's logits
     phase: str = "both"  # prefill | decode | both
     print_ir_after_all: bool = False
     dump_ir_to: Path | None = None
@@ -70,6 +71,8 @@ class CompileOptions:
             raise UsageError("--config compiles without weights: add --no-weights")
         if self.place_time < 0:
             raise UsageError("--place-time must be >= 0")
+        if self.prefill_logits not in ("all", "last"):
+            raise UsageError(f"unknown --prefill-logits {self.prefill_logits!r}", hint="use all or last")
         if not 0 < self.mesh_fraction <= 1:
             raise UsageError(f"--mesh-fraction must be in (0, 1], got {self.mesh_fraction}")
         if self.phase not in ("both", "prefill", "decode"):
@@ -184,6 +187,8 @@ class Pipeline:
         ctx = LowerCtx(o.dtype, o.seq_len, max_seq, imported.weights, o.prefill_chunk)
         kmodule = self.stage("partition", partition, graph)
         kmodule.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
+        if o.prefill_logits == "last":
+            mark_last_row(kmodule)
         self.dump("partition", kmodule)
         fraction = o.mesh_fraction
         for attempt in range(PLACE_ATTEMPTS):
@@ -251,6 +256,8 @@ class Pipeline:
                     {"logits": {"channel": LOGITS_CHANNEL, "shape": [tokens, vocab], "dtype": "f32"}})
 
         pi, po = io(o.prefill_chunk)
+        if o.prefill_logits == "last":
+            po["logits"]["shape"] = [1, vocab]
         di, do = io(1)
         source = str(Path(o.checkpoint).resolve()) if o.checkpoint else str(Path(o.config).resolve())
         return {
@@ -260,6 +267,7 @@ class Pipeline:
             "phases": list(self.phases),
             "seq_len": o.seq_len,
             "prefill_chunk": o.prefill_chunk,
+            "prefill_logits": o.prefill_logits,
             "max_seq": max_seq,
             "weights": not o.no_weights,
             "model": {"arch": loaded.arch, "vocab_size": vocab,
@@ -270,12 +278,27 @@ class Pipeline:
             "options": {"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
                         "max_seq": max_seq, "attn_implementation": o.attn_implementation,
                         "place_time": o.place_time, "plan": o.plan,
-                        "prefill_chunk": o.prefill_chunk, "phase": o.phase,
+                        "prefill_chunk": o.prefill_chunk,
+            "prefill_logits": o.prefill_logits, "phase": o.phase,
                         "mesh_fraction": o.mesh_fraction},
             "checkpoint": {"path": source, "digest": loaded.digest,
                            "attn_implementation": o.attn_implementation},
             "pes_used": pes,
         }
+
+
+def mark_last_row(kmodule: ModuleOp) -> None:
+    """Make the kernel that produces the logits compute only the last position in prefill."""
+    from xdsl.dialects.builtin import UnitAttr
+
+    from wsc.passes.lower_tile import KernelGraph
+
+    kg = KernelGraph.of(kmodule)
+    k = kg.by_name()[kg.result[0]]
+    if k.KIND not in ("linear", "norm", "eltwise"):
+        raise UsageError(f"--prefill-logits last: the logits come from a {k.KIND} kernel",
+                         hint="use --prefill-logits all")
+    k.properties["last_row"] = UnitAttr()
 
 
 def _kernels(module: ModuleOp) -> list[KernelOp]:

@@ -31,17 +31,28 @@ def algorithm(k: KernelOp) -> ModuleType:
 
 def build_region(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, phase: str, *,
                  budget: int, inputs=None, outputs=None) -> RegionBuilder:
-    """Lower `k` on `grid` for `phase`, double-buffering as much as the SRAM budget allows."""
+    """Lower `k` on `grid` for `phase`, double-buffering as much as the SRAM budget allows.
+
+    A kernel marked `last_row` (the one that makes the logits, when only the last position's
+    are wanted) takes, in prefill, the last row of every chunk as it streams past and computes
+    once, on the final one, as a decode step does.
+    """
+    last_row = k.last_row is not None
     b = None
     for db in (2, 1, 0):
         fx, module = k.source
         b = RegionBuilder(k.kernel_name, k.KIND, grid, module, dict(inputs or {}),
                           dict(outputs or {}))
-        chunks = ctx.chunks if phase == "prefill" else 1
-        with b.loop(chunks):  # a chunked prefill runs the program once per chunk
-            algorithm(k).lower(b, k, replace(ctx, double_buffer=db), phase)
-            if chunks > 1:
-                b.op(AdvanceOp, [], tokens=ctx.tokens(phase))
+        lctx = replace(ctx, double_buffer=db)
+        if phase == "prefill" and last_row:
+            b.recv_repeat = ctx.chunks
+            algorithm(k).lower(b, k, lctx, "decode")
+        else:
+            chunks = ctx.chunks if phase == "prefill" else 1
+            with b.loop(chunks):  # a chunked prefill runs the program once per chunk
+                algorithm(k).lower(b, k, lctx, phase)
+                if chunks > 1:
+                    b.op(AdvanceOp, [], tokens=ctx.tokens(phase))
         if b.allocate() <= budget:
             break
     return b
