@@ -30,7 +30,7 @@ def compile_plan(config: Path, target: str, out: Path, plan: str, seq: int, plac
     cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M",
            sys.executable, "-m", "wsc.cli", "compile", "--config", str(config), "--no-weights",
            "-o", str(out), "--target", target, "--seq-len", str(seq), "--plan", plan,
-           "--place-time", str(place_time), "--no-report"]
+           "--place-time", str(place_time), "--no-report", "--prefill-logits", "last"]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
