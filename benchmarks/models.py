@@ -41,19 +41,26 @@ def compile_plan(config: Path, target: str, out: Path, plan: str, seq: int, plac
 
 
 def kernel_efficiency(sim, run, phase: str, tokens: int) -> dict:
-    """FLOP/s of the largest linear kernel as a fraction of its PEs' peak, while it runs."""
+    """FLOP/s of the largest linear kernel as a fraction of its PEs' peak, while it computes
+    (compute and fabric time; not the time it idles waiting for the next chunk).
+
+    In prefill, a head that computes only the last position's logits is not a GEMM: the
+    largest kernel that multiplies every prompt token is taken."""
     best = None
     for prog_region in sim.programs[phase].regions:
         op = prog_region.op
         if op.kernel.data != "linear":
             continue
+        x = next(b for b in prog_region.buffers if b.sym.data == "x")
+        if phase == "prefill" and x.layout.data.shape[0] < sim.manifest["prefill_chunk"]:
+            continue  # takes one row per prompt: the last-logits head
         w = next(b for b in prog_region.buffers if b.sym.data == "w")
         K, N = w.layout.data.shape
         if best is None or K * N > best[1] * best[2]:
             best = (prog_region, K, N)
     region, K, N = best
     st = run.regions[region.name]
-    busy = st.compute + st.fabric + st.waiting
+    busy = st.compute + st.fabric
     rows, cols = region.grid
     peak = rows * cols * sim.target.fmacs_per_cycle(sim.manifest["dtype"])
     chunks = 1 if phase == "decode" else sim.manifest["seq_len"] // sim.manifest["prefill_chunk"]
