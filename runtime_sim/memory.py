@@ -43,6 +43,17 @@ class Buffer:
     rot: tuple[int, int] = (0, 0)  # how far shifts have rotated the contents
     ready: float = 0.0  # cycle at which an asynchronous transfer into it completes
 
+    @classmethod
+    def declared(cls, op: BufferOp, view: np.ndarray | None = None,
+                 raw: np.ndarray | None = None) -> Buffer:
+        """The handle a `wsc.tile.buffer` declares (without memory when only estimating)."""
+        return cls(
+            name=op.sym.data, dims=op.dims, dtype=op.dtype_str,
+            layout=op.layout.data if op.layout is not None else None,
+            persistent=op.persistent is not None, home=op.offset_bytes, offset=op.offset_bytes,
+            view=view, raw=raw,
+        )
+
     @property
     def nbytes(self) -> int:
         """Bytes per PE."""
@@ -101,8 +112,4 @@ class RegionMemory:
         raw = self.sram[:, :, off : off + n]
         view = raw.view(NP_DTYPES[op.dtype_str])
         view.shape = (*self.grid, *op.dims)  # never copies: raises if it would have to
-        return Buffer(
-            name=op.sym.data, dims=op.dims, dtype=op.dtype_str,
-            layout=op.layout.data if op.layout is not None else None,
-            persistent=op.persistent is not None, home=off, offset=off, view=view, raw=raw,
-        )
+        return Buffer.declared(op, view, raw)

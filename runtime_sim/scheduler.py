@@ -149,14 +149,7 @@ class ProgramRun:
         bufs: dict[SSAValue, Buffer] = {}
         mem = self.memory.get(region.name)
         for b in region.buffers:
-            if self.functional:
-                bufs[b.result] = mem.bind(b)
-            else:
-                bufs[b.result] = Buffer(
-                    b.sym.data, b.dims, b.dtype_str,
-                    b.layout.data if b.layout is not None else None,
-                    b.persistent is not None, b.offset_bytes, b.offset_bytes, None, None,
-                )
+            bufs[b.result] = mem.bind(b) if self.functional else Buffer.declared(b)
         return Frame(region.name, region.op.kernel.data, region.grid, bufs, self.cost, self.pos0,
                      self.functional)
 
