@@ -69,6 +69,19 @@ def kernel_efficiency(sim, run, phase: str, tokens: int) -> dict:
             "busy_cycles": busy, "fraction_of_peak": fmacs / (busy * peak), "chunks": chunks}
 
 
+def idle_fraction(sim, run, phase: str) -> float:
+    """The share of the used PEs' cycles, over the whole run, that they spend neither computing
+    nor on the fabric: waiting for their inputs (pipeline fill and drain, a slower neighbour).
+    The critical path has no such time by construction, so this is where waiting shows."""
+    total = busy = 0.0
+    for region in sim.programs[phase].regions:
+        pes = region.grid[0] * region.grid[1]
+        st = run.regions[region.name]
+        total += pes * run.cycles
+        busy += pes * (st.compute + st.fabric)
+    return 1.0 - busy / total
+
+
 def estimate(bundle: Path) -> dict:
     from wsc.runtime_sim.simulator import Simulator
 
@@ -83,6 +96,8 @@ def estimate(bundle: Path) -> dict:
         "decode_tokens_per_s": hz / dec.cycles,
         "prefill_breakdown_ms": {k: v / hz * 1e3 for k, v in pre.critical.items()},
         "decode_breakdown_us": {k: v / hz * 1e6 for k, v in dec.critical.items()},
+        "prefill_pe_idle": idle_fraction(sim, pre, "prefill"),
+        "decode_pe_idle": idle_fraction(sim, dec, "decode"),
         "largest_gemm": kernel_efficiency(sim, pre, "prefill", m["seq_len"]),
         "largest_gemv": kernel_efficiency(sim, dec, "decode", 1),
     }
@@ -112,8 +127,9 @@ def main() -> None:
                 row["speedup_ttft"] = base["ttft_ms"] / lat["ttft_ms"]
                 rows.append(row)
     print("\n| model | target | PEs used | TTFT (2048 tok) | decode tok/s | largest GEMM / GEMV "
-          "of peak | prefill compute/fabric/wait (ms) | vs min-PEs planner (decode, TTFT) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "of peak | prefill compute/fabric/wait (ms) | PEs idle (prefill, decode) "
+          "| vs min-PEs planner (decode, TTFT) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         x = r["latency"]
         b = x["prefill_breakdown_ms"]
@@ -121,6 +137,7 @@ def main() -> None:
               f"{x['ttft_ms']:.1f} ms | {x['decode_tokens_per_s']:,.0f} | "
               f"{x['largest_gemm']['fraction_of_peak']:.0%} / {x['largest_gemv']['fraction_of_peak']:.1%} | "
               f"{b['compute']:.1f} / {b['fabric']:.1f} / {b['waiting']:.1f} | "
+              f"{x['prefill_pe_idle']:.0%}, {x['decode_pe_idle']:.0%} | "
               f"{r['speedup_decode']:.2f}x, {r['speedup_ttft']:.2f}x |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
