@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/kernel_table.py
 	$(BIN)/python benchmarks/placement_bench.py
 	$(BIN)/python benchmarks/models.py
+	$(BIN)/python benchmarks/numerics.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
