@@ -22,6 +22,7 @@ GENERATE = 16
 def build_demo_checkpoint(directory: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
+    from transformers.utils import logging as hf_logging
 
     config = GPTBigCodeConfig(
         vocab_size=256, n_positions=256, n_embd=128, n_layer=2, n_head=4, multi_query=True,
@@ -33,6 +34,7 @@ def build_demo_checkpoint(directory: Path, *, seed: int = 0) -> Path:
         for p in model.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
+    hf_logging.disable_progress_bar()  # a one-shard save: the step line is progress enough
     model.save_pretrained(directory)
     return directory
 
