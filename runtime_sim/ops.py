@@ -361,15 +361,18 @@ def compile_attn_finish(op: t.AttnFinishOp) -> Instr:
     acc, l, out = op.acc, op.l, op.out
     heads = _i(op.heads)
 
+    # One reciprocal per (row, head), then a vector multiply: the division is not per element.
     def run(fr: Frame) -> None:
         A = _heads(fr.buf(acc).f32(), heads)
         L = fr.buf(l).f32().transpose(0, 1, 3, 2)[..., None]
-        safe = np.where(L > 0, L, np.float32(1))
-        fr.buf(out).store(_merge_heads(np.where(L > 0, A / safe, np.float32(0))))
+        inv = np.float32(1) / np.where(L > 0, L, np.float32(1))
+        fr.buf(out).store(_merge_heads(np.where(L > 0, A * inv, np.float32(0))))
 
-    return Instr(op, "compute", run,
-                 lambda fr: fr.cost.elementwise(_n(fr, acc), "f32", reads=2, transcendental=True),
-                 (acc, l), (out,))
+    def cycles(fr: Frame) -> float:
+        return (fr.cost.elementwise(_n(fr, l), "f32", reads=1, transcendental=True)
+                + fr.cost.elementwise(_n(fr, acc), "f32", reads=2))
+
+    return Instr(op, "compute", run, cycles, (acc, l), (out,))
 
 
 @compiles(t.KvWriteOp)
