@@ -384,6 +384,7 @@ class MatmulOp(TileOp):
 UNARY_FNS = ("neg", "exp", "tanh", "sigmoid", "rsqrt", "sqrt", "relu", "silu", "erf", "cos",
              "sin", "reciprocal", "gelu", "gelu_tanh", "identity")
 BINARY_FNS = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
+REDUCE_FNS = frozenset(("sum", "max", "sumsq"))
 TRANSCENDENTAL_FNS = frozenset(("exp", "tanh", "sigmoid", "rsqrt", "sqrt", "silu", "erf", "cos",
                                 "sin", "reciprocal", "gelu", "gelu_tanh", "pow", "div"))
 
@@ -442,9 +443,13 @@ class ReduceOp(TileOp):
     name = "wsc.tile.reduce"
     x = operand_def(BUF)
     y = operand_def(BUF)
-    fn = prop_def(StringAttr)  # sum | max
+    fn = prop_def(StringAttr)  # one of REDUCE_FNS; sumsq is the sum of squares, in fp32
     dim = prop_def(IntegerAttr)
     assembly_format = "$x `->` $y attr-dict"
+
+    def verify_(self) -> None:
+        if self.fn.data not in REDUCE_FNS:
+            raise VerifyException(f"unknown reduction {self.fn.data}")
 
 
 @irdl_op_definition

@@ -212,14 +212,21 @@ def compile_reduce(op: t.ReduceOp) -> Instr:
         a = fr.buf(x).f32()
         axis = 2 + dim
         mask = _valid_mask(fr, x, a.shape)
-        if fn == "sum":
-            out = np.sum(a if mask is None else np.where(mask, a, 0), axis=axis, keepdims=True)
-        else:
+        if fn == "max":
             out = np.max(a if mask is None else np.where(mask, a, -np.inf), axis=axis, keepdims=True)
+        else:
+            a = a * a if fn == "sumsq" else a
+            out = np.sum(a if mask is None else np.where(mask, a, 0), axis=axis, keepdims=True)
         fr.buf(y).store(out)
 
-    return Instr(op, "compute", run,
-                 lambda fr: fr.cost.elementwise(_n(fr, x), fr.buf(x).dtype, reads=1), (x,), (y,))
+    def cycles(fr: Frame) -> float:
+        b = fr.buf(x)
+        if fn == "sumsq":  # each line dotted with itself: FMACs at the operands' dtype rate
+            k = b.dims[dim]
+            return fr.cost.matmul(_n(fr, x) // max(k, 1), k, 1, b.dtype)
+        return fr.cost.elementwise(_n(fr, x), b.dtype, reads=1)
+
+    return Instr(op, "compute", run, cycles, (x,), (y,))
 
 
 # --- embeddings and positions ---------------------------------------------------------

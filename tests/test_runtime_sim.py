@@ -149,18 +149,20 @@ def test_unary(fn):
                                rtol=2e-6, atol=1e-7)
 
 
-def test_reduce_skips_padding():
+@pytest.mark.parametrize("fn", ["sum", "sumsq"])
+def test_reduce_skips_padding(fn):
     g = rng.standard_normal((5, 7)).astype(np.float32) + 3.0
     lay = Layout(g.shape, (2, 3), split_rows(2), split_cols(3))  # pads rows to 6, cols to 9
     b, x = io_region((2, 3), lay)
     b.op(t.UnaryOp, [x, x], fn="exp")  # padding becomes exp(0) = 1, which must not count
     s = b.buffer("s", (lay.tile[0], 1), "f32")
-    b.op(t.ReduceOp, [x, s], fn="sum", dim=1)
+    b.op(t.ReduceOp, [x, s], fn=fn, dim=1)
     b.op(t.AllReduceOp, [s], axis=1, fn="sum", levels=2)
     b.op(t.BinaryOp, [x, s, x], fn="div")
     b.send(x)
     e = np.exp(g)
-    np.testing.assert_allclose(run([b], {"in": g}).outputs["out"], e / e.sum(1, keepdims=True), rtol=1e-6)
+    total = (e * e if fn == "sumsq" else e).sum(1, keepdims=True)
+    np.testing.assert_allclose(run([b], {"in": g}).outputs["out"], e / total, rtol=1e-6)
 
 
 def test_channel_changes_layout_and_takes_a_window():

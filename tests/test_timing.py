@@ -67,6 +67,21 @@ def test_tree_reduce_is_sublinear_in_the_line_length():
     assert COST.chain_reduce(nbytes, 5) == max(16, 16 + 4) + 5 * 4
 
 
+def test_a_sum_of_squares_is_a_dot_product_at_the_operands_fmac_rate():
+    from tests.test_runtime_sim import io_region, run
+
+    grid = (1, 2)
+    lay = Layout((3, 1366), grid, REPLICATED, split_cols(2))  # 683 columns per PE
+    b, x = io_region(grid, lay, "f16")
+    s = b.buffer("s", (3, 1), "f32")
+    b.op(t.ReduceOp, [x, s], fn="sumsq", dim=1)
+    b.send(x)
+    g = np.random.default_rng(1).standard_normal((3, 1366)).astype(np.float32)
+    res = run([b], {"in": g})
+    # three dot products of 683 fp16 elements at 4 FMACs per cycle (mixed precision)
+    assert res.regions["r"].compute == 3 * (3 + 171)
+
+
 def _attn_finish_cycles(rows: int, heads: int, head_dim: int) -> float:
     """Run one attn_finish on a 1x2 region and return its cycles."""
     from tests.test_runtime_sim import run

@@ -87,10 +87,19 @@ UNARY_FN = {
 COMMUTATIVE = {"add", "mul", "maximum", "minimum"}
 
 
+def yields_its_result(k: KernelOp) -> bool:
+    """True when the kernel's epilogue is empty: it only yields the core result."""
+    block = k.epilogue.block
+    return (len(block.args) == 1 and [type(op) for op in block.ops] == [YieldOp]
+            and list(block.ops.last.values) == [block.args[0]])
+
+
 def lower_epilogue(b: RegionBuilder, k: KernelOp, ctx: LowerCtx, core: SSAValue,
                    layout: Layout) -> list[SSAValue]:
     """Emit the kernel's fused elementwise epilogue on its result tile (`core`, fp32, in
-    `layout`); returns the output buffers, rounded to the storage dtype, one per result."""
+    `layout`); returns the output buffers, rounded to the storage dtype, one per result. The
+    op that makes a result writes it straight into its output buffer, rounding as it writes,
+    unless something else reads it."""
     block = k.epilogue.block
     env: dict[SSAValue, SSAValue] = {block.args[0]: core}
     kinds: dict[SSAValue, str] = {core: "temp"}
@@ -102,7 +111,15 @@ def lower_epilogue(b: RegionBuilder, k: KernelOp, ctx: LowerCtx, core: SSAValue,
     uses = {v: len(list(v.uses)) for op in block.ops for v in op.results}
     uses[block.args[0]] = len(list(block.args[0].uses))
 
-    def fresh(srcs: list[SSAValue]) -> SSAValue:
+    yielded = {v: i for i, v in enumerate(block.ops.last.values)}
+    outs: dict[int, SSAValue] = {}
+
+    def fresh(srcs: list[SSAValue], result: SSAValue | None = None) -> SSAValue:
+        if result in yielded and uses.get(result) == 1:  # only yielded: round as it is written
+            i = yielded[result]
+            outs[i] = b.buffer(f"out{i}", layout.tile, ctx.dtype, layout=layout)
+            kinds[outs[i]] = "out"
+            return outs[i]
         for s in srcs:  # write in place over a temporary that dies here
             if s in env and kinds.get(env[s]) == "temp" and uses.get(s, 0) == 0:
                 return env[s]
@@ -118,12 +135,11 @@ def lower_epilogue(b: RegionBuilder, k: KernelOp, ctx: LowerCtx, core: SSAValue,
     module = k.source[1]
     for op in block.ops:
         if isinstance(op, YieldOp):
-            outs = []
             for i, v in enumerate(op.values):
-                out = b.buffer(f"out{i}", layout.tile, ctx.dtype, layout=layout)
-                b.op(t.UnaryOp, [env[v], out], fn="identity")
-                outs.append(out)
-            return outs
+                if i not in outs:
+                    outs[i] = b.buffer(f"out{i}", layout.tile, ctx.dtype, layout=layout)
+                    b.op(t.UnaryOp, [env[v], outs[i]], fn="identity")
+            return [outs[i] for i in range(len(op.values))]
         if isinstance(op, g.WeightOp):
             n = int(np.prod(shape_of(op.result.type)))
             if n != layout.shape[1]:
@@ -141,21 +157,22 @@ def lower_epilogue(b: RegionBuilder, k: KernelOp, ctx: LowerCtx, core: SSAValue,
             name = op.name.split(".")[-1]
             fn = ("gelu_tanh" if op.tanh_approx else "gelu") if isinstance(op, g.GeluOp) else UNARY_FN[name]
             consume([op.x])
-            out = fresh([op.x])
+            out = fresh([op.x], op.result)
             b.op(t.UnaryOp, [env[op.x], out], fn=fn)
             env[op.result] = out
         elif isinstance(op, g.BinaryOp):
             fn = op.name.split(".")[-1]
             if op.rhs is None:
                 consume([op.lhs])
-                out = fresh([op.lhs])
+                out = fresh([op.lhs], op.result)
                 b.op(t.ScalarOp, [env[op.lhs], out], fn=fn, value=op.scalar_value,
                      reverse=op.reverse is not None)
             else:
                 x, y = op.lhs, op.rhs
                 swap = kinds.get(env[x]) == "weight" and kinds.get(env[y]) != "weight"
                 consume([x, y])
-                out = fresh([x, y])
+                # w / x goes through 1/x in `out`: that must not be rounded to storage
+                out = fresh([x, y], None if swap and fn == "div" else op.result)
                 if swap and fn in COMMUTATIVE:
                     b.op(t.BinaryOp, [env[y], env[x], out], fn=fn)
                 elif swap and fn == "sub":  # w - x = -(x - w)

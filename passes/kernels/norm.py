@@ -12,6 +12,7 @@ from wsc.ir import tile as t
 from wsc.ir.kernel import NormKernel
 from wsc.passes.kernels.common import (
     REDUCE_LEVELS, LowerCtx, lower_epilogue, row_vector, rowwise_grids, rowwise_layout,
+    yields_its_result,
 )
 from wsc.passes.tile_builder import RegionBuilder
 
@@ -35,29 +36,38 @@ def lower(b: RegionBuilder, k: NormKernel, ctx: LowerCtx, phase: str) -> None:
     b.recv(x, ("input", 0))
     rows = lay.tile[0]
     stat = b.buffer("stat", (rows, 1), "f32")
-    y = b.buffer("y", lay.tile, "f32", layout=lay)
     eps = k.eps.value.data
 
-    def row_mean(src) -> None:  # stat = mean over the full row of src
-        b.op(t.ReduceOp, [src, stat], fn="sum", dim=1)
+    def row_mean(src, fn: str = "sum") -> None:  # stat = mean over the full row of fn(src)
+        b.op(t.ReduceOp, [src, stat], fn=fn, dim=1)
         b.op(t.AllReduceOp, [stat], axis=1, fn="sum", levels=REDUCE_LEVELS)
         b.op(t.ScalarOp, [stat, stat], fn="mul", value=1.0 / D)
 
     if k.norm.data == "layer":
         row_mean(x)
+        y = b.buffer("y", lay.tile, "f32", layout=lay)
         b.op(t.BinaryOp, [x, stat, y], fn="sub")  # y = x - mean
-        sq = b.buffer("sq", lay.tile, "f32", layout=lay)
-        b.op(t.BinaryOp, [y, y, sq], fn="mul")
-        row_mean(sq)
-        b.release(sq)
+        row_mean(y, "sumsq")
+        centred = y
     else:
-        b.op(t.BinaryOp, [x, x, y], fn="mul")
-        row_mean(y)
-        b.op(t.UnaryOp, [x, y], fn="identity")
+        # As Llama's RMSNorm: the fp32 mean square (a dot product of the stored row with
+        # itself), then x * rsqrt rounded back to the storage dtype before the gain.
+        row_mean(x, "sumsq")
+        centred = x
     b.op(t.ScalarOp, [stat, stat], fn="add", value=eps)
     b.op(t.UnaryOp, [stat, stat], fn="rsqrt")
-    b.op(t.BinaryOp, [y, stat, y], fn="mul")
-    b.op(t.BinaryOp, [y, gamma, y], fn="mul")
+    b.op(t.BinaryOp, [centred, stat, centred], fn="mul")
+    if yields_its_result(k):  # the last op rounds into the output as it writes it
+        out = b.buffer("out0", lay.tile, ctx.dtype, layout=lay)
+        if beta is None:
+            b.op(t.BinaryOp, [centred, gamma, out], fn="mul")
+        else:
+            b.op(t.BinaryOp, [centred, gamma, centred], fn="mul")
+            b.op(t.BinaryOp, [centred, beta, out], fn="add")
+        b.send(out, 0)
+        return
+    y = centred if k.norm.data == "layer" else b.buffer("y", lay.tile, "f32", layout=lay)
+    b.op(t.BinaryOp, [centred, gamma, y], fn="mul")
     if beta is not None:
         b.op(t.BinaryOp, [y, beta, y], fn="add")
     for i, out in enumerate(lower_epilogue(b, k, ctx, y, lay)):
