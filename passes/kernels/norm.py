@@ -4,6 +4,11 @@ Tokens are split over the region's rows and features over its columns. Each PE s
 of every row (padding masked by the layout), a two-level tree all-reduce along the row of PEs
 completes the sums, and every PE normalises its own tile. Decode runs the single token on
 every row of PEs (the grid is shared with prefill; rows beyond the first recompute it).
+
+Statistics accumulate in fp32; a mean square is the row dotted with itself, at the storage
+dtype's FMAC rate. RMSNorm rounds `x * rsqrt(mean square + eps)` back to the storage dtype
+before the gain, as Hugging Face's Llama and Qwen2 do; LayerNorm normalises in fp32. Without a
+fused epilogue the last op writes the output directly, rounding as it writes.
 """
 
 from __future__ import annotations
@@ -57,18 +62,17 @@ def lower(b: RegionBuilder, k: NormKernel, ctx: LowerCtx, phase: str) -> None:
     b.op(t.ScalarOp, [stat, stat], fn="add", value=eps)
     b.op(t.UnaryOp, [stat, stat], fn="rsqrt")
     b.op(t.BinaryOp, [centred, stat, centred], fn="mul")
+    if beta is None:
+        last = (centred, gamma, "mul")
+    else:
+        b.op(t.BinaryOp, [centred, gamma, centred], fn="mul")
+        last = (centred, beta, "add")
     if yields_its_result(k):  # the last op rounds into the output as it writes it
         out = b.buffer("out0", lay.tile, ctx.dtype, layout=lay)
-        if beta is None:
-            b.op(t.BinaryOp, [centred, gamma, out], fn="mul")
-        else:
-            b.op(t.BinaryOp, [centred, gamma, centred], fn="mul")
-            b.op(t.BinaryOp, [centred, beta, out], fn="add")
+        b.op(t.BinaryOp, [last[0], last[1], out], fn=last[2])
         b.send(out, 0)
         return
     y = centred if k.norm.data == "layer" else b.buffer("y", lay.tile, "f32", layout=lay)
-    b.op(t.BinaryOp, [centred, gamma, y], fn="mul")
-    if beta is not None:
-        b.op(t.BinaryOp, [y, beta, y], fn="add")
+    b.op(t.BinaryOp, [last[0], last[1], y], fn=last[2])
     for i, out in enumerate(lower_epilogue(b, k, ctx, y, lay)):
         b.send(out, i)
