@@ -476,17 +476,30 @@ class PositionsOp(TileOp):
 
 
 @irdl_op_definition
+class RopeAnglesOp(TileOp):
+    """The rotary angles of each row of `x` (position `pos0 + global row`): `cs[:, :d/2]` =
+    cos(position * inv_freq) * scaling and `cs[:, d/2:]` = sin(...) * scaling. Computed once
+    per region and shared by every `rope` whose rows are laid out like `x`'s."""
+
+    name = "wsc.tile.rope_angles"
+    x = operand_def(BUF)
+    inv_freq = operand_def(BUF)
+    cs = operand_def(BUF)
+    scaling = prop_def(FloatAttr)
+    assembly_format = "$x `,` $inv_freq `->` $cs attr-dict"
+
+
+@irdl_op_definition
 class RopeOp(TileOp):
-    """Rotary embedding in place, rotate-half form, per head, at each row's position
-    (`pos0 + global row`): angle = position * inv_freq."""
+    """Rotary embedding in place, rotate-half form, per head, with the angles `cs` of
+    `rope_angles` for the same rows."""
 
     name = "wsc.tile.rope"
     x = operand_def(BUF)
-    inv_freq = operand_def(BUF)
+    cs = operand_def(BUF)
     heads = prop_def(IntegerAttr)
     head_dim = prop_def(IntegerAttr)
-    scaling = prop_def(FloatAttr)
-    assembly_format = "$x `,` $inv_freq attr-dict"
+    assembly_format = "$x `,` $cs attr-dict"
 
 
 @irdl_op_definition
@@ -601,7 +614,8 @@ class AttnMergeOp(TileOp):
 
 TILE_OPS = [
     ProgramOp, RegionOp, ChannelOp, LoopOp, BufferOp, FillOp, CopyOp, SwapOp, SendOp, RecvOp,
-    MatmulOp, UnaryOp, BinaryOp, ScalarOp, ReduceOp, GatherOp, PositionsOp, RopeOp, AttendOp,
+    MatmulOp, UnaryOp, BinaryOp, ScalarOp, ReduceOp, GatherOp, PositionsOp, RopeAnglesOp, RopeOp,
+    AttendOp,
     AttnFinishOp, KvWriteOp, AdvanceOp, ShiftOp, AllReduceOp, AttnMergeOp,
 ]
 

@@ -272,30 +272,42 @@ def compile_positions(op: t.PositionsOp) -> Instr:
 # --- rotary embedding -----------------------------------------------------------------
 
 
-@compiles(t.RopeOp)
-def compile_rope(op: t.RopeOp) -> Instr:
-    x, inv = op.x, op.inv_freq
-    heads, hd, scaling = _i(op.heads), _i(op.head_dim), np.float32(_f(op.scaling))
+@compiles(t.RopeAnglesOp)
+def compile_rope_angles(op: t.RopeAnglesOp) -> Instr:
+    x, inv, cs = op.x, op.inv_freq, op.cs
+    scaling = np.float32(_f(op.scaling))
 
     def run(fr: Frame) -> None:
         b = fr.buf(x)
         pos = (fr.pos0 + fr.layout(x).global_index(0, b.rot)).astype(np.float32)  # [R, C, t]
-        freqs = pos[..., None] * fr.buf(inv).f32()[:, :, 0, None, :]  # [R, C, t, hd/2]
-        emb = np.concatenate([freqs, freqs], axis=-1)
-        cos, sin = np.cos(emb) * scaling, np.sin(emb) * scaling
+        freqs = pos[..., None] * fr.buf(inv).f32()[:, :, 0, None, :]  # [R, C, t, d/2]
+        fr.buf(cs).store(np.concatenate([np.cos(freqs) * scaling, np.sin(freqs) * scaling], -1))
+
+    def cycles(fr: Frame) -> float:  # a cos and a sin per angle
+        return fr.cost.elementwise(_n(fr, cs), "f32", reads=1, transcendental=True)
+
+    return Instr(op, "compute", run, cycles, (x, inv), (cs,))
+
+
+@compiles(t.RopeOp)
+def compile_rope(op: t.RopeOp) -> Instr:
+    x, cs = op.x, op.cs
+    heads, hd = _i(op.heads), _i(op.head_dim)
+
+    def run(fr: Frame) -> None:
+        b = fr.buf(x)
+        c, s = np.split(fr.buf(cs).f32(), 2, axis=-1)  # [R, C, t, d/2] each
+        cos = np.concatenate([c, c], axis=-1)[:, :, :, None, :]
+        sin = np.concatenate([s, s], axis=-1)[:, :, :, None, :]
         v = b.f32().reshape(*b.view.shape[:3], heads, hd)
         rot = np.concatenate([-v[..., hd // 2:], v[..., : hd // 2]], axis=-1)
-        out = v * cos[:, :, :, None, :] + rot * sin[:, :, :, None, :]
-        b.store(out.reshape(b.view.shape))
+        b.store((v * cos + rot * sin).reshape(b.view.shape))
 
-    def cycles(fr: Frame) -> float:
-        rows = fr.buf(x).dims[0]
-        dt = fr.buf(x).dtype
-        angles = fr.cost.elementwise(rows * hd, "f32", reads=1, transcendental=True)  # cos+sin
-        mix = 3 * fr.cost.elementwise(rows * heads * hd, dt, reads=2)
-        return angles + mix
+    def cycles(fr: Frame) -> float:  # x * cos, rotate-half * sin, their sum
+        b = fr.buf(x)
+        return 3 * fr.cost.elementwise(_n(fr, x), b.dtype, reads=2)
 
-    return Instr(op, "compute", run, cycles, (x, inv), (x,))
+    return Instr(op, "compute", run, cycles, (x, cs), (x,))
 
 
 # --- attention ------------------------------------------------------------------------

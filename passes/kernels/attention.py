@@ -77,8 +77,12 @@ def lower(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, phase: str) -> No
         b.recv(buf, ("input", i))
     if inv is not None:
         scaling = k.rope_scaling.value.data if k.rope_scaling is not None else 1.0
-        b.op(t.RopeOp, [q, inv], heads=hq, head_dim=hd, scaling=scaling)
-        b.op(t.RopeOp, [kk, inv], heads=hk, head_dim=hd, scaling=scaling)
+        # q and k rows are laid out alike: one set of angles serves both
+        cs = b.buffer("rope_cs", (q_lay.tile[0], hd), "f32")
+        b.op(t.RopeAnglesOp, [q, inv, cs], scaling=scaling)
+        b.op(t.RopeOp, [q, cs], heads=hq, head_dim=hd)
+        b.op(t.RopeOp, [kk, cs], heads=hk, head_dim=hd)
+        b.release(cs)
 
     rows = q_lay.tile[0]
     m = b.buffer("m", (rows, hq), "f32")
