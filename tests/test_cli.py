@@ -189,3 +189,16 @@ def test_a_kernel_that_fits_no_grid_is_named_with_its_bytes(ckpt, tmp_path):
     small.write_text(text)
     r = wsc("compile", ckpt, "-o", tmp_path / "o.wsc", "--target", small, "--seq-len", "8")
     assert_clean_error(r, "does not fit", "bytes of SRAM per PE", "the budget is 1024")
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    """What `make demo` runs: build, compile, simulate with the check, report."""
+    r = wsc("demo", "--out", tmp_path / "demo")
+    assert r.returncode == 0, r.stderr
+    for stage in ("1/4", "2/4", "3/4", "4/4"):
+        assert stage in r.stderr
+    assert "same as transformers' generate: True" in r.stdout
+    sim = json.loads((tmp_path / "demo" / "simulate.json").read_text())
+    assert sim["passed"] and sim["tokens_match"] and sim["rel_l2_err"] <= 1e-2
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
+    assert json.loads((tmp_path / "demo" / "trace.json").read_text())["traceEvents"]

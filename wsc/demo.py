@@ -71,8 +71,8 @@ def run_demo(out_dir: Path, target: str, out, err) -> dict:
     err.print("[bold]4/4[/] writing the report")
     report = write_report_for_bundle(bundle, out_dir / "report.html", sim=sim)
     out.print(f"\nprompt      {PROMPT!r}\ngenerated   {decode(sim['tokens'])!r}  (random weights)")
-    out.print(f"numerics    rel L2 {sim['rel_l2_err']:.2e}, top-1 agreement {sim['top1_agree']:.3f}, "
-              f"tokens match transformers: {sim['tokens_match']}", highlight=False)
+    out.print(f"numerics    rel L2 {sim['rel_l2_err']:.2e}, top-1 agreement {sim['top1_agree']:.3f}\n"
+              f"tokens      same as transformers' generate: {sim['tokens_match']}", highlight=False)
     out.print(f"modeled     time to first token {sim['ttft_s'] * 1e6:.1f} us, "
               f"{sim['tokens_per_s']:.0f} tokens/s on {res.pes} PEs", highlight=False)
     out.print(f"\ncheckpoint  {ckpt}\nbundle      {bundle}\nreport      {report}\n"
