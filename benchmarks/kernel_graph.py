@@ -17,6 +17,7 @@ from pathlib import Path
 
 from xdsl.dialects.builtin import IntegerAttr, i64
 
+from wsc.driver import default_prefill_chunk
 from wsc.frontend import load_config_only
 from wsc.frontend.importer import import_model
 from wsc.ir.kernel import SRAM_BUDGET_ATTR
@@ -37,8 +38,7 @@ def kernel_graph(config: Path, target_name: str, seq: int, fraction: float) -> d
     run_graph_passes(imported.module)
     km = partition(imported.module)
     km.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(target.buffer_budget, i64)
-    chunk = max(d for d in range(1, min(seq, 128) + 1) if seq % d == 0)
-    ctx = LowerCtx("f16", seq, seq, imported.weights, chunk)
+    ctx = LowerCtx("f16", seq, seq, imported.weights, default_prefill_chunk(seq))
     planned = plan(km, ctx, target, capacity_fraction=fraction)
     kg = KernelGraph.of(km)
 

@@ -32,6 +32,11 @@ DTYPES = ("f16", "bf16", "f32")
 DTYPE_ALIASES = {"fp16": "f16", "f16": "f16", "bf16": "bf16", "fp32": "f32", "f32": "f32"}
 
 
+def default_prefill_chunk(seq_len: int) -> int:
+    """The largest divisor of the prompt length up to 128 tokens."""
+    return max(d for d in range(1, min(seq_len, 128) + 1) if seq_len % d == 0)
+
+
 @dataclass
 class CompileOptions:
     checkpoint: Path | None
@@ -82,8 +87,7 @@ class CompileOptions:
         if self.prefill_chunk < 0 or (self.prefill_chunk and self.seq_len % self.prefill_chunk):
             raise UsageError(f"--prefill-chunk {self.prefill_chunk} must divide --seq-len {self.seq_len}")
         if not self.prefill_chunk:
-            self.prefill_chunk = max(d for d in range(1, min(self.seq_len, 128) + 1)
-                                     if self.seq_len % d == 0)
+            self.prefill_chunk = default_prefill_chunk(self.seq_len)
 
 
 @dataclass
@@ -278,9 +282,8 @@ class Pipeline:
             "options": {"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
                         "max_seq": max_seq, "attn_implementation": o.attn_implementation,
                         "place_time": o.place_time, "plan": o.plan,
-                        "prefill_chunk": o.prefill_chunk,
-            "prefill_logits": o.prefill_logits, "phase": o.phase,
-                        "mesh_fraction": o.mesh_fraction},
+                        "prefill_chunk": o.prefill_chunk, "prefill_logits": o.prefill_logits,
+                        "phase": o.phase, "mesh_fraction": o.mesh_fraction},
             "checkpoint": {"path": source, "digest": loaded.digest,
                            "attn_implementation": o.attn_implementation},
             "pes_used": pes,

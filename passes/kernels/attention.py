@@ -24,7 +24,7 @@ from wsc.ir import tile as t
 from wsc.ir.kernel import AttentionKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
 from wsc.passes.kernels.common import (
-    M_INIT, REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue, yields_its_result,
+    M_INIT, REDUCE_LEVELS, LowerCtx, ladder, lower_result,
 )
 from wsc.passes.tile_builder import RegionBuilder
 
@@ -105,12 +105,9 @@ def lower(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, phase: str) -> No
     else:
         b.op(t.AttendOp, [q, kc, vc, m, l, acc], **attend)
         b.op(t.AttnMergeOp, [m, l, acc], axis=0, heads=hq, head_dim=hd, levels=REDUCE_LEVELS)
-    if yields_its_result(k):  # normalise straight into the output, rounding as it writes
-        out = b.buffer("out0", o_lay.tile, dt, layout=o_lay)
-        b.op(t.AttnFinishOp, [acc, l, out], heads=hq, head_dim=hd)
-        b.send(out, 0)
-        return
-    out = b.buffer("o", o_lay.tile, "f32", layout=o_lay)
-    b.op(t.AttnFinishOp, [acc, l, out], heads=hq, head_dim=hd)
-    for i, res in enumerate(lower_epilogue(b, k, ctx, out, o_lay)):
+
+    def finish(dst) -> None:
+        b.op(t.AttnFinishOp, [acc, l, dst], heads=hq, head_dim=hd)
+
+    for i, res in enumerate(lower_result(b, k, ctx, o_lay, finish, core_name="o")):
         b.send(res, i)

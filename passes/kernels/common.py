@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,11 +87,24 @@ UNARY_FN = {
 COMMUTATIVE = {"add", "mul", "maximum", "minimum"}
 
 
-def yields_its_result(k: KernelOp) -> bool:
-    """True when the kernel's epilogue is empty: it only yields the core result."""
+def lower_result(b: RegionBuilder, k: KernelOp, ctx: LowerCtx, layout: Layout,
+                 produce: Callable[[SSAValue], object], *, core: SSAValue | None = None,
+                 core_name: str = "core") -> list[SSAValue]:
+    """Emit the kernel's last op, `produce(dst)`, and its epilogue; returns the outputs.
+
+    Without an epilogue the op writes the storage-dtype output directly, rounding as it
+    writes; otherwise it writes the fp32 `core` (a new buffer unless one is given) and the
+    epilogue follows."""
     block = k.epilogue.block
-    return (len(block.args) == 1 and [type(op) for op in block.ops] == [YieldOp]
-            and list(block.ops.last.values) == [block.args[0]])
+    if (len(block.args) == 1 and [type(op) for op in block.ops] == [YieldOp]
+            and list(block.ops.last.values) == [block.args[0]]):
+        out = b.buffer("out0", layout.tile, ctx.dtype, layout=layout)
+        produce(out)
+        return [out]
+    if core is None:
+        core = b.buffer(core_name, layout.tile, "f32", layout=layout)
+    produce(core)
+    return lower_epilogue(b, k, ctx, core, layout)
 
 
 def lower_epilogue(b: RegionBuilder, k: KernelOp, ctx: LowerCtx, core: SSAValue,

@@ -16,8 +16,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import NormKernel
 from wsc.passes.kernels.common import (
-    REDUCE_LEVELS, LowerCtx, lower_epilogue, row_vector, rowwise_grids, rowwise_layout,
-    yields_its_result,
+    REDUCE_LEVELS, LowerCtx, lower_result, row_vector, rowwise_grids, rowwise_layout,
 )
 from wsc.passes.tile_builder import RegionBuilder
 
@@ -63,16 +62,11 @@ def lower(b: RegionBuilder, k: NormKernel, ctx: LowerCtx, phase: str) -> None:
     b.op(t.UnaryOp, [stat, stat], fn="rsqrt")
     b.op(t.BinaryOp, [centred, stat, centred], fn="mul")
     if beta is None:
-        last = (centred, gamma, "mul")
+        last, fn = (centred, gamma), "mul"
     else:
         b.op(t.BinaryOp, [centred, gamma, centred], fn="mul")
-        last = (centred, beta, "add")
-    if yields_its_result(k):  # the last op rounds into the output as it writes it
-        out = b.buffer("out0", lay.tile, ctx.dtype, layout=lay)
-        b.op(t.BinaryOp, [last[0], last[1], out], fn=last[2])
-        b.send(out, 0)
-        return
-    y = centred if k.norm.data == "layer" else b.buffer("y", lay.tile, "f32", layout=lay)
-    b.op(t.BinaryOp, [last[0], last[1], y], fn=last[2])
-    for i, out in enumerate(lower_epilogue(b, k, ctx, y, lay)):
+        last, fn = (centred, beta), "add"
+    outs = lower_result(b, k, ctx, lay, lambda dst: b.op(t.BinaryOp, [*last, dst], fn=fn),
+                        core=centred if k.norm.data == "layer" else None, core_name="y")
+    for i, out in enumerate(outs):
         b.send(out, i)
