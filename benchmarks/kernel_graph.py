@@ -26,7 +26,8 @@ from wsc.passes.kernels import LowerCtx
 from wsc.passes.lower_tile import HOST, KernelGraph, edge_bytes
 from wsc.passes.partition import partition
 from wsc.passes.plan import plan
-from wsc.target import load_target
+from wsc.runtime_sim.scheduler import estimate_region
+from wsc.machine.target import load_target
 
 # `transformer.h.3.attn.c_attn` -> block 3, role `attn.c_attn`
 _BLOCK = re.compile(r"\.(?:h|layers|blocks)\.(\d+)\.")
@@ -39,7 +40,7 @@ def kernel_graph(config: Path, target_name: str, seq: int, fraction: float) -> d
     km = partition(imported.module)
     km.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(target.buffer_budget, i64)
     ctx = LowerCtx("f16", seq, seq, imported.weights, default_prefill_chunk(seq))
-    planned = plan(km, ctx, target, capacity_fraction=fraction)
+    planned = plan(km, ctx, target, estimate_region, capacity_fraction=fraction)
     kg = KernelGraph.of(km)
 
     kernels = []

@@ -2,7 +2,7 @@
 
 GEMV is `x[1, K] @ W[K, K]` (a decode step's linear layer); GEMM is `X[K, K] @ W[K, K]`
 (Cannon). Both are wsc's own lowering of a linear kernel on a P x P grid, timed by the
-simulator's cycle model (runtime_sim/timing.py). Efficiency is useful FMACs divided by
+simulator's cycle model (wsc/machine/cost.py). Efficiency is useful FMACs divided by
 (cycles x PEs x FMACs per PE per cycle) for fp16 operands accumulating in fp32.
 
     python benchmarks/kernel_table.py [--target wse3] [--json out.json]
@@ -23,8 +23,8 @@ from wsc.ir.attrs import ints, tensor
 from wsc.ir.kernel import LinearKernel, YieldOp
 from wsc.passes.kernels import LowerCtx, build_region
 from wsc.runtime_sim.scheduler import estimate_region
-from wsc.runtime_sim.timing import CostModel
-from wsc.target import load_target
+from wsc.machine.cost import CostModel
+from wsc.machine.target import load_target
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def kernel_efficiency(sim, run, phase: str, tokens: int) -> dict:
         if op.kernel.data != "linear":
             continue
         x = next(b for b in prog_region.buffers if b.sym.data == "x")
-        if phase == "prefill" and x.layout.data.shape[0] < sim.manifest["prefill_chunk"]:
+        if phase == "prefill" and x.layout.data.shape[0] < sim.manifest.prefill_chunk:
             continue  # takes one row per prompt: the last-logits head
         w = next(b for b in prog_region.buffers if b.sym.data == "w")
         K, N = w.layout.data.shape
@@ -62,9 +62,9 @@ def kernel_efficiency(sim, run, phase: str, tokens: int) -> dict:
     st = run.regions[region.name]
     busy = st.compute + st.fabric
     rows, cols = region.grid
-    peak = rows * cols * sim.target.fmacs_per_cycle(sim.manifest["dtype"])
-    chunks = 1 if phase == "decode" else sim.manifest["seq_len"] // sim.manifest["prefill_chunk"]
-    fmacs = tokens * K * N if phase == "decode" else sim.manifest["seq_len"] * K * N
+    peak = rows * cols * sim.target.fmacs_per_cycle(sim.manifest.dtype)
+    chunks = 1 if phase == "decode" else sim.manifest.seq_len // sim.manifest.prefill_chunk
+    fmacs = tokens * K * N if phase == "decode" else sim.manifest.seq_len * K * N
     return {"kernel": region.name, "K": K, "N": N, "grid": [rows, cols],
             "busy_cycles": busy, "fraction_of_peak": fmacs / (busy * peak), "chunks": chunks}
 
@@ -88,17 +88,17 @@ def estimate(bundle: Path) -> dict:
     sim = Simulator.open(bundle, functional=False)
     m = sim.manifest
     pre = sim.run("prefill", None, 0)
-    dec = sim.run("decode", None, m["seq_len"])
+    dec = sim.run("decode", None, m.seq_len)
     hz = sim.target.clock_hz
     return {
-        "pes_used": m["pes_used"], "pes_available": sim.target.pe_count,
+        "pes_used": m.pes_used, "pes_available": sim.target.pe_count,
         "ttft_ms": pre.cycles / hz * 1e3,
         "decode_tokens_per_s": hz / dec.cycles,
         "prefill_breakdown_ms": {k: v / hz * 1e3 for k, v in pre.critical.items()},
         "decode_breakdown_us": {k: v / hz * 1e6 for k, v in dec.critical.items()},
         "prefill_pe_idle": idle_fraction(sim, pre, "prefill"),
         "decode_pe_idle": idle_fraction(sim, dec, "decode"),
-        "largest_gemm": kernel_efficiency(sim, pre, "prefill", m["seq_len"]),
+        "largest_gemm": kernel_efficiency(sim, pre, "prefill", m.seq_len),
         "largest_gemv": kernel_efficiency(sim, dec, "decode", 1),
     }
 

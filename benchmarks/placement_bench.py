@@ -24,7 +24,7 @@ from pathlib import Path
 
 from wsc.placement import EdgeSpec, KernelSpec, place
 from wsc.placement.synthetic import gpt2_graph, llama_graph
-from wsc.target import load_target
+from wsc.machine.target import load_target
 
 GRAPHS = Path(__file__).resolve().parent / "graphs"
 REAL = [GRAPHS / "gpt2-small-wse3.json", GRAPHS / "llama3-8b-wse3.json"]

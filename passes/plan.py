@@ -15,7 +15,9 @@ every kernel: the baseline the optimiser is measured against.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 
@@ -24,11 +26,21 @@ from wsc.ir.attrs import ints, shape_of
 from wsc.ir import graph as g
 from wsc.ir.kernel import KernelOp
 from wsc.passes.kernels import PHASES, LowerCtx, algorithm, build_region, footprint
-from wsc.runtime_sim.scheduler import estimate_region
-from wsc.runtime_sim.timing import CostModel
-from wsc.target import Target
+from wsc.ir.tile import RegionOp
+from wsc.machine.cost import CostModel
+from wsc.machine.target import Target
 
 STRATEGIES = ("latency", "min-pes")
+
+
+class RegionTiming(Protocol):
+    cycles: float
+    critical: dict[str, float]  # the latency along its critical path: compute, fabric, waiting
+
+
+# The simulator's estimate of one region on its own (inputs ready at cycle 0, results streamed
+# off), given to the planner by the driver: the compiler imports nothing from runtime_sim.
+Estimator = Callable[[RegionOp, CostModel, int], RegionTiming]
 
 
 def signature(k: KernelOp) -> tuple:
@@ -99,7 +111,7 @@ def fanout(k: KernelOp) -> dict[int, list[str]]:
 
 
 def evaluate(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int,
-             cost: CostModel) -> Candidate | None:
+             cost: CostModel, estimate: Estimator) -> Candidate | None:
     """Lower `k` on `grid` for both phases and time it, streaming each result to each of its
     readers; None if it does not fit SRAM."""
     need, cycles, split = 0, {}, {}
@@ -110,7 +122,7 @@ def evaluate(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int,
         if need > budget:
             return None
         pos0 = ctx.seq_len if phase == "decode" else 0  # decode right after the prompt
-        r = estimate_region(b.finish((0, 0)), cost, pos0)
+        r = estimate(b.finish((0, 0)), cost, pos0)
         cycles[phase] = r.cycles
         split[phase] = (r.critical["compute"], r.critical["fabric"] + r.critical["waiting"])
     return Candidate(grid, need, cycles["prefill"], cycles["decode"], split["prefill"],
@@ -121,8 +133,8 @@ def _area_order(grids) -> list[tuple[int, int]]:
     return sorted(set(grids), key=lambda rc: (rc[0] * rc[1], abs(rc[0] - rc[1]), rc))
 
 
-def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, target: Target, *,
-               exhaustive: bool) -> list[Candidate]:
+def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, estimate: Estimator,
+               target: Target, *, exhaustive: bool) -> list[Candidate]:
     """Feasible candidates. Without `exhaustive`, only the smallest feasible grid (and the
     ladder step that found it)."""
     grids = [g for g in algorithm(k).grids(k, target.usable_height, target.usable_width)
@@ -132,7 +144,7 @@ def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, target:
     for grid in _area_order(grids):
         if smallest is not None and not exhaustive:
             break
-        c = evaluate(k, grid, ctx, budget, cost)
+        c = evaluate(k, grid, ctx, budget, cost, estimate)
         if c is None:
             continue
         smallest = smallest or c
@@ -142,7 +154,7 @@ def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, target:
     # the candidate list is a coarse ladder: find the truly smallest grid that fits near it
     tight = shrink(k, smallest.grid, grids, ctx, budget)
     if tight != smallest.grid:
-        out.append(evaluate(k, tight, ctx, budget, cost))  # type: ignore[arg-type]
+        out.append(evaluate(k, tight, ctx, budget, cost, estimate))  # type: ignore[arg-type]
     return out
 
 
@@ -254,8 +266,9 @@ def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: 
         g.choice = next(c for c, x in zip(g.candidates, row) if solver.Value(x))
 
 
-def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "latency",
-         capacity_fraction: float = 0.7, plan_tokens: int = 128) -> dict[str, Planned]:
+def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, *,
+         strategy: str = "latency", capacity_fraction: float = 0.7,
+         plan_tokens: int = 128) -> dict[str, Planned]:
     """Choose every kernel's grid and record it (`grid`, `sram_bytes`) on the kernel op."""
     budget = target.buffer_budget
     cost = CostModel(target)
@@ -264,7 +277,7 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, *, strategy: str = "l
         if isinstance(k, KernelOp):
             groups.setdefault(signature(k), Group([])).kernels.append(k)
     for g in groups.values():
-        g.feasible = candidates(g.kernels[0], ctx, budget, cost, target,
+        g.feasible = candidates(g.kernels[0], ctx, budget, cost, estimate, target,
                                 exhaustive=strategy == "latency")
         g.candidates = pareto(g.feasible, plan_tokens)
     glist = list(groups.values())

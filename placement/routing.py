@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from wsc.errors import PlacementError
 from wsc.placement.hops import in_port, out_port
 from wsc.placement.spec import EdgeSpec, Rect
-from wsc.runtime_sim.colors import color_violations, routers
+from wsc.machine.colors import color_violations, routers
 
 Point = tuple[int, int]
 Link = tuple[int, int, int, int]  # from (x, y) to (x2, y2), neighbours

@@ -9,7 +9,7 @@ from xdsl.ir import Operation, SSAValue
 
 from wsc.ir.layout import Layout
 from wsc.runtime_sim.memory import Buffer
-from wsc.runtime_sim.timing import CostModel
+from wsc.machine.cost import CostModel
 
 
 @dataclass

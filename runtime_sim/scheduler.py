@@ -29,7 +29,7 @@ from wsc.runtime_sim.fabric import Message, pack, unpack
 from wsc.runtime_sim.frame import Frame, Instr
 from wsc.runtime_sim.memory import Buffer, RegionMemory
 from wsc.runtime_sim.ops import COMPILERS
-from wsc.runtime_sim.timing import CostModel
+from wsc.machine.cost import CostModel
 
 
 def compile_ops(ops) -> list[Instr]:

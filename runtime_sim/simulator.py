@@ -20,12 +20,11 @@ from xdsl.utils.exceptions import VerifyException
 from wsc.errors import BundleError, SimulationError
 from wsc.ir import parse_module
 from wsc.ir.tile import programs, verify_persistent
-from wsc.runtime_sim.bundle import PLACEMENT, PROGRAM, WEIGHTS, Bundle, open_bundle
-from wsc.runtime_sim.colors import color_violations
+from wsc.bundle_format import PLACEMENT, PROGRAM, WEIGHTS, Bundle, Manifest, check_shard, open_bundle
+from wsc.machine.colors import color_violations
 from wsc.runtime_sim.memory import RegionMemory
 from wsc.runtime_sim.scheduler import LoadedProgram, ProgramRun, RunResult
-from wsc.runtime_sim.timing import CostModel
-from wsc.target import Target
+from wsc.machine.cost import CostModel
 
 
 @dataclass
@@ -44,12 +43,12 @@ class Generation:
 class Simulator:
     """The machine state of one bundle: its programs, its regions' SRAM, its cost model."""
 
-    def __init__(self, module: ModuleOp, manifest: dict, placement: dict, *,
+    def __init__(self, module: ModuleOp, manifest: Manifest, placement: dict, *,
                  weights: Path | Mapping[str, np.ndarray] | None = None, functional: bool = True,
                  check_finite: bool = True, origin: str = "<module>"):
         self.manifest = manifest
         self.origin = origin
-        self.target = Target.from_dict(manifest["target"])
+        self.target = manifest.target
         self.cost = CostModel(self.target)
         self.functional = functional
         self.check_finite = check_finite
@@ -62,7 +61,7 @@ class Simulator:
         self._check_colors()
         self.memory: dict[str, RegionMemory] = {}
         if functional:
-            if weights is None or not manifest.get("weights", True):
+            if weights is None or not manifest.weights:
                 raise SimulationError(
                     f"{origin} was compiled without weights (--no-weights): it can only be "
                     "estimated", hint="use `wsc simulate --estimate-only`")
@@ -117,20 +116,15 @@ class Simulator:
                     if key not in weights:
                         raise BundleError(f"weights file has no tensor {key} (region {r.name})")
                     arr = weights[key]
+                    check_shard(key, arr, (*r.grid, *b.dims), b.dtype_str)
                     buf = self.memory[r.name].bind(b)
-                    want = (*r.grid, *b.dims)
-                    if tuple(arr.shape) != want or arr.dtype.itemsize * arr.size != buf.raw.size:
-                        raise BundleError(
-                            f"weight {key} has shape {arr.shape} {arr.dtype}, buffer "
-                            f"{b.sym.data} of region {r.name} needs {want} {b.dtype_str}"
-                        )
                     buf.raw[...] = np.ascontiguousarray(arr).view(np.uint8).reshape(buf.raw.shape)
                     loaded.add((r.name, b.sym.data))
 
     # --- running --------------------------------------------------------------------------
 
-    def io(self, phase: str) -> tuple[dict, dict]:
-        return self.manifest["inputs"][phase], self.manifest["outputs"][phase]
+    def io(self, phase: str):
+        return self.manifest.io(phase)
 
     def run(self, phase: str, ids: np.ndarray | None, pos0: int, *, trace: bool = False) -> RunResult:
         if phase not in self.programs:
@@ -139,11 +133,11 @@ class Simulator:
             )
         ins, _ = self.io(phase)
         spec = ins["ids"]
-        inputs: dict = {spec["channel"]: None}
+        inputs: dict = {spec.channel: None}
         if self.functional:  # the host sends the prompt one chunk at a time
             arr = np.asarray(ids, dtype=np.int32).reshape(-1, 1)
-            step = spec["shape"][0]
-            inputs[spec["channel"]] = [arr[i:i + step] for i in range(0, len(arr), step)]
+            step = spec.shape[0]
+            inputs[spec.channel] = [arr[i:i + step] for i in range(0, len(arr), step)]
         run = ProgramRun(self.programs[phase], self.memory, self.cost, pos0=pos0, inputs=inputs,
                          functional=self.functional, trace=trace,
                          check_finite=self.check_finite)
@@ -152,17 +146,17 @@ class Simulator:
 
     def logits(self, phase: str, result: RunResult) -> np.ndarray:
         _, outs = self.io(phase)
-        return np.asarray(result.outputs[outs["logits"]["channel"]], dtype=np.float32)
+        return np.asarray(result.outputs[outs["logits"].channel], dtype=np.float32)
 
     def prefill(self, ids: np.ndarray, *, trace: bool = False) -> tuple[np.ndarray, RunResult]:
         ids = np.asarray(ids).reshape(-1)
-        seq = self.manifest["seq_len"]
+        seq = self.manifest.seq_len
         if ids.size != seq:
             raise SimulationError(
                 f"this bundle's prefill program takes {seq} tokens, got {ids.size}",
                 hint=f"pass exactly {seq} token ids, or recompile with --seq-len {ids.size}",
             )
-        vocab = self.manifest["model"]["vocab_size"]
+        vocab = self.manifest.model.vocab_size
         if ids.min() < 0 or ids.max() >= vocab:
             raise SimulationError(f"token ids must be in [0, {vocab})")
         r = self.run("prefill", ids, 0, trace=trace)
@@ -174,7 +168,7 @@ class Simulator:
 
     def generate(self, ids: np.ndarray, steps: int, *, trace: bool = False) -> Generation:
         """Prefill, then `steps` greedy decode steps; times come from the cycle model."""
-        max_seq = self.manifest["max_seq"]
+        max_seq = self.manifest.max_seq
         ids = np.asarray(ids).reshape(-1)
         if ids.size + steps > max_seq:
             raise SimulationError(

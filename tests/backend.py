@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xdsl.dialects.builtin import IntegerAttr, i64
 
+from wsc.bundle_format import CheckpointInfo, IOSpec, Manifest, ModelInfo, TargetSource
 from wsc.codegen.bundle import shard_bytes
 from wsc.ir.attrs import ints
 from wsc.ir.kernel import SRAM_BUDGET_ATTR, KernelOp
@@ -11,19 +12,23 @@ from wsc.passes.kernels import LowerCtx
 from wsc.passes.lower_tile import IDS_CHANNEL, LOGITS_CHANNEL, lower_to_tile
 from wsc.passes.partition import partition
 from wsc.passes.plan import plan
+from wsc.runtime_sim.scheduler import estimate_region
 from wsc.runtime_sim.simulator import Simulator
-from wsc.target import load_target
+from wsc.machine.target import load_target
 
 
-def manifest_for(target, dtype: str, seq: int, max_seq: int, vocab: int, chunk: int = 0) -> dict:
+def manifest_for(target, dtype: str, seq: int, max_seq: int, vocab: int, chunk: int = 0) -> Manifest:
     def io(n):
-        return ({"ids": {"channel": IDS_CHANNEL, "shape": [n, 1], "dtype": "i32"}},
-                {"logits": {"channel": LOGITS_CHANNEL, "shape": [n, vocab], "dtype": "f32"}})
+        return ({"ids": IOSpec(IDS_CHANNEL, (n, 1), "i32")},
+                {"logits": IOSpec(LOGITS_CHANNEL, (n, vocab), "f32")})
 
     (pi, po), (di, do) = io(chunk or seq), io(1)
-    return {"target": target.as_dict(), "dtype": dtype, "seq_len": seq, "max_seq": max_seq,
-            "model": {"vocab_size": vocab}, "weights": True,
-            "inputs": {"prefill": pi, "decode": di}, "outputs": {"prefill": po, "decode": do}}
+    return Manifest(
+        wsc_version="test", target=target, target_source=TargetSource(target.name), dtype=dtype,
+        phases=("prefill", "decode"), seq_len=seq, prefill_chunk=chunk or seq,
+        prefill_logits="all", max_seq=max_seq, weights=True, model=ModelInfo("test", vocab),
+        inputs={"prefill": pi, "decode": di}, outputs={"prefill": po, "decode": do},
+        checkpoint=CheckpointInfo("", ""))
 
 
 def lower_graph(graph, weights, *, target="mesh:32x32", dtype="f32", seq=16, max_seq=32,
@@ -33,7 +38,7 @@ def lower_graph(graph, weights, *, target="mesh:32x32", dtype="f32", seq=16, max
     km = partition(graph)
     km.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
     ctx = LowerCtx(dtype, seq, max_seq, weights, chunk)
-    plan(km, ctx, t, strategy=strategy)
+    plan(km, ctx, t, estimate_region, strategy=strategy)
     origins, x, y, row_h = {}, 0, 0, 0
     for k in km.walk():
         if not isinstance(k, KernelOp):

@@ -15,7 +15,8 @@ from wsc.ir.tile import BufferOp, RegionOp
 from wsc.passes.kernels import LowerCtx
 from wsc.passes.partition import partition
 from wsc.passes.plan import plan
-from wsc.target import load_target
+from wsc.runtime_sim.scheduler import estimate_region
+from wsc.machine.target import load_target
 
 
 def round_trips(module) -> str:
@@ -31,7 +32,7 @@ def test_every_level_round_trips(build):
     km = partition(graph)
     t = load_target("mesh:32x32")
     km.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
-    plan(km, LowerCtx("f16", 16, 32, weights), t, strategy="min-pes")
+    plan(km, LowerCtx("f16", 16, 32, weights), t, estimate_region, strategy="min-pes")
     text = round_trips(km)
     assert "wsc.kernel.attention" in text and "grid = array<i64:" in text
     tm, _, _ = lower_graph(graph, weights, dtype="f16", chunk=8)

@@ -20,7 +20,7 @@ from wsc.ir.tile import programs
 from wsc.report import fmt_int, fmt_rate, fmt_seconds, render_report, write_report_for_bundle
 from wsc.report_data import TIMELINE_BINS, _rle, link_runs, timeline
 from wsc.report_png import pixels_per_pe
-from wsc.runtime_sim.bundle import PLACEMENT, REPORT, open_bundle
+from wsc.bundle_format import PLACEMENT, REPORT, Manifest, open_bundle
 from wsc.runtime_sim.scheduler import Event, RunResult
 
 SIM_RESULT = {"max_abs_err": 1.25e-06, "rel_l2_err": 3.5e-07, "top1_agree": 1.0, "passed": True,
@@ -46,7 +46,7 @@ def bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def loaded(bundle):
     b = open_bundle(bundle)
-    return b.manifest, b.read_json(PLACEMENT), parse_module(b.program_text())
+    return b.manifest.to_json(), b.read_json(PLACEMENT), parse_module(b.program_text())
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_summary_numbers(page, loaded):
     assert f"{100 * stats['gap']:.1f}%" in page
     t = manifest["target"]
     assert f"{manifest['pes_used']:,}" in page and f"{t['usable_width'] * t['usable_height']:,}" in page
-    sim = Simulator(module, manifest, placement, functional=False)
+    sim = Simulator(module, Manifest.from_json(manifest), placement, functional=False)
     pre = sim.estimate("prefill").cycles
     dec = sim.estimate("decode", pos0=manifest["seq_len"]).cycles
     assert fmt_seconds(pre / t["clock_hz"]) in page  # time to first token

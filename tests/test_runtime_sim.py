@@ -13,8 +13,8 @@ from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
 from wsc.passes.tile_builder import RegionBuilder
 from wsc.runtime_sim.memory import RegionMemory
 from wsc.runtime_sim.scheduler import LoadedProgram, ProgramRun
-from wsc.runtime_sim.timing import CostModel
-from wsc.target import load_target
+from wsc.machine.cost import CostModel
+from wsc.machine.target import load_target
 
 TARGET = load_target("mesh:16x16")
 GRIDS = [(1, 1), (1, 5), (5, 1), (2, 2), (3, 4), (4, 3)]
@@ -245,7 +245,7 @@ def test_overlapping_buffers_really_share_memory():
 
 
 def test_a_bundle_whose_routes_clash_on_a_router_is_refused():
-    from wsc.runtime_sim.colors import color_violations
+    from wsc.machine.colors import color_violations
 
     placement = {"colors": {"total": 24, "reserved": 4}, "edges": [
         {"src": "a", "dst": "b", "group": 0, "color": 5, "path": [[0, 0], [3, 0]]},

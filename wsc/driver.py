@@ -19,12 +19,13 @@ from typing import Any
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 
 from wsc import __version__
+from wsc.bundle_format import CheckpointInfo, IOSpec, Manifest, ModelInfo, TargetSource
 from wsc.errors import PlacementError, UsageError
 from wsc.ir import print_module
 from wsc.ir.attrs import ints
 from wsc.ir.kernel import SRAM_BUDGET_ATTR, KernelOp
 from wsc.ir.tile import verify_persistent
-from wsc.target import Target, load_target
+from wsc.machine.target import Target, load_target
 
 STAGES = ("graph", "kernel", "placed", "tile", "bundle")
 PLACE_ATTEMPTS = 3  # replan with smaller grids when placement cannot pack the kernels
@@ -165,6 +166,7 @@ class Pipeline:
         from wsc.passes.lower_tile import lower_to_tile
         from wsc.passes.partition import partition
         from wsc.passes.plan import plan, set_grid
+        from wsc.runtime_sim.scheduler import estimate_region
 
         o, t = self.opts, self.target
         if o.config is not None:
@@ -196,7 +198,7 @@ class Pipeline:
         self.dump("partition", kmodule)
         fraction = o.mesh_fraction
         for attempt in range(PLACE_ATTEMPTS):
-            planned = self.stage("plan", plan, kmodule, ctx, t, strategy=o.plan,
+            planned = self.stage("plan", plan, kmodule, ctx, t, estimate_region, strategy=o.plan,
                                  capacity_fraction=fraction)
             kmodule.verify()
             self.dump("plan", kmodule)
@@ -234,7 +236,7 @@ class Pipeline:
             return r
 
         pes = sum(c.grid[0] * c.grid[1] for c in choices.values())
-        manifest = self.manifest(loaded, imported, max_seq, tmodule, pes)
+        manifest = self.manifest(loaded, max_seq, pes)
         log = {"stages": [{"name": s.name, **s.stats} for s in self.stages],
                "kernels": {n: c.summary() for n, c in choices.items()},
                "placement": {k: v for k, v in placement.json.get("stats", {}).items()}}
@@ -244,50 +246,49 @@ class Pipeline:
         if o.report:
             from wsc.report import render_report
 
-            report = render_report(manifest, placement.json, tmodule)
+            report = render_report(manifest.to_json(), placement.json, tmodule)
         self.stage("emit", write_bundle, o.output, program=tmodule,
                    shards=None if o.no_weights else shards, placement=placement.json,
                    manifest=manifest, compile_log=log, report=report)
         return CompileResult(Path(o.output), "bundle", self.stages, len(choices), pes)
 
-    def manifest(self, loaded, imported, max_seq: int, tmodule: ModuleOp, pes: int) -> dict:
+    def manifest(self, loaded, max_seq: int, pes: int) -> Manifest:
         o, cfg = self.opts, loaded.config
         vocab = int(cfg.vocab_size)
         from wsc.passes.lower_tile import IDS_CHANNEL, LOGITS_CHANNEL
 
-        def io(tokens: int) -> tuple[dict, dict]:
-            return ({"ids": {"channel": IDS_CHANNEL, "shape": [tokens, 1], "dtype": "i32"}},
-                    {"logits": {"channel": LOGITS_CHANNEL, "shape": [tokens, vocab], "dtype": "f32"}})
+        def io(tokens: int, logits_rows: int) -> tuple[dict, dict]:
+            return ({"ids": IOSpec(IDS_CHANNEL, (tokens, 1), "i32")},
+                    {"logits": IOSpec(LOGITS_CHANNEL, (logits_rows, vocab), "f32")})
 
-        pi, po = io(o.prefill_chunk)
-        if o.prefill_logits == "last":
-            po["logits"]["shape"] = [1, vocab]
-        di, do = io(1)
+        pi, po = io(o.prefill_chunk, 1 if o.prefill_logits == "last" else o.prefill_chunk)
+        di, do = io(1, 1)
         source = str(Path(o.checkpoint).resolve()) if o.checkpoint else str(Path(o.config).resolve())
-        return {
-            "wsc_version": __version__,
-            "target": self.target.as_dict(),
-            "dtype": o.dtype,
-            "phases": list(self.phases),
-            "seq_len": o.seq_len,
-            "prefill_chunk": o.prefill_chunk,
-            "prefill_logits": o.prefill_logits,
-            "max_seq": max_seq,
-            "weights": not o.no_weights,
-            "model": {"arch": loaded.arch, "vocab_size": vocab,
-                      "layers": int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0)),
-                      "hidden": int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0))},
-            "inputs": {"prefill": pi, "decode": di},
-            "outputs": {"prefill": po, "decode": do},
-            "options": {"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
-                        "max_seq": max_seq, "attn_implementation": o.attn_implementation,
-                        "place_time": o.place_time, "plan": o.plan,
-                        "prefill_chunk": o.prefill_chunk, "prefill_logits": o.prefill_logits,
-                        "phase": o.phase, "mesh_fraction": o.mesh_fraction},
-            "checkpoint": {"path": source, "digest": loaded.digest,
-                           "attn_implementation": o.attn_implementation},
-            "pes_used": pes,
-        }
+        return Manifest(
+            wsc_version=__version__,
+            target=self.target,
+            target_source=TargetSource.of(o.target),
+            dtype=o.dtype,
+            phases=self.phases,
+            seq_len=o.seq_len,
+            prefill_chunk=o.prefill_chunk,
+            prefill_logits=o.prefill_logits,
+            max_seq=max_seq,
+            weights=not o.no_weights,
+            model=ModelInfo(
+                arch=loaded.arch, vocab_size=vocab,
+                layers=int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0)),
+                hidden=int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0))),
+            inputs={"prefill": pi, "decode": di},
+            outputs={"prefill": po, "decode": do},
+            checkpoint=CheckpointInfo(source, loaded.digest, o.attn_implementation),
+            pes_used=pes,
+            options={"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
+                     "max_seq": max_seq, "attn_implementation": o.attn_implementation,
+                     "place_time": o.place_time, "plan": o.plan,
+                     "prefill_chunk": o.prefill_chunk, "prefill_logits": o.prefill_logits,
+                     "phase": o.phase, "mesh_fraction": o.mesh_fraction},
+        )
 
 
 def mark_last_row(kmodule: ModuleOp) -> None:

@@ -318,13 +318,13 @@ def write_report_for_bundle(bundle: Path, out: Path | None = None, *, sim: Path 
                             png: Path | None = None) -> Path:
     """Read a bundle (refusing tampered files), write its report; optionally a PNG of the mesh."""
     from wsc.ir import parse_module
-    from wsc.runtime_sim.bundle import PLACEMENT, PROGRAM, open_bundle
+    from wsc.bundle_format import PLACEMENT, PROGRAM, open_bundle
 
     b = open_bundle(bundle)
     module = parse_module(b.program_text(), str(b.file(PROGRAM)))
     placement = b.read_json(PLACEMENT) if (b.path / PLACEMENT).is_file() else {}
     sim_result = load_sim_result(sim) if isinstance(sim, (str, Path)) else sim
-    data = build(b.manifest, placement, module, sim_result)
+    data = build(b.manifest.to_json(), placement, module, sim_result)
     out = Path(out) if out is not None else Path(bundle).with_suffix(".html")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_page(data), encoding="utf-8")

@@ -92,9 +92,10 @@ def decode_position(manifest: dict) -> int:
 
 def simulate(module: ModuleOp, manifest: dict, placement: dict) -> dict[str, Any]:
     """The cycle model's run of every phase with its event trace (no data moves)."""
+    from wsc.bundle_format import Manifest
     from wsc.runtime_sim.simulator import Simulator
 
-    sim = Simulator(module, manifest, placement, functional=False)
+    sim = Simulator(module, Manifest.from_json(manifest), placement, functional=False)
     runs = {}
     for phase in PHASES:
         if phase in sim.programs:

@@ -42,7 +42,7 @@ def simulate(o: SimulateOptions) -> dict:
         return _estimate(o, t0)
     sim = Simulator.open(o.bundle)
     m = sim.manifest
-    seq, vocab = m["seq_len"], m["model"]["vocab_size"]
+    seq, vocab = m.seq_len, m.model.vocab_size
     if o.tokens is not None:
         ids = np.asarray(o.tokens, dtype=np.int64)
         if ids.size != seq:
@@ -65,15 +65,15 @@ def simulate(o: SimulateOptions) -> dict:
     if o.check:
         from wsc.golden import reference_generate, reference_logits
 
-        ckpt = o.checkpoint or Path(m["checkpoint"]["path"])
-        if not m.get("weights", True) or not Path(ckpt).exists():
+        ckpt = o.checkpoint or Path(m.checkpoint.path)
+        if not m.weights or not Path(ckpt).exists():
             raise UsageError(f"--check needs the source checkpoint; {ckpt} does not exist",
                              hint="pass --checkpoint DIR")
         ref = reference_logits(ckpt, ids)
-        if m.get("prefill_logits") == "last":
+        if m.prefill_logits == "last":
             ref = ref[-1:]
         agree = compare(logits, ref)
-        rel_tol, top1_tol = TOLERANCE[m["dtype"]]
+        rel_tol, top1_tol = TOLERANCE[m.dtype]
         res.update(agree.as_dict())
         res["tolerance"] = {"rel_l2_err": rel_tol, "top1_agree": top1_tol}
         passed = agree.rel_l2_err <= rel_tol and agree.top1_agree >= top1_tol
@@ -81,7 +81,7 @@ def simulate(o: SimulateOptions) -> dict:
             want = reference_generate(ckpt, ids, o.generate)
             res["reference_tokens"] = want
             res["tokens_match"] = want == res["tokens"]
-            passed = passed and (res["tokens_match"] or m["dtype"] != "f32")
+            passed = passed and (res["tokens_match"] or m.dtype != "f32")
         res["passed"] = passed
     return res
 
@@ -90,8 +90,8 @@ def _estimate(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle, functional=False)
     m = sim.manifest
     pre = sim.estimate("prefill")
-    ctx = m["seq_len"] + max(o.generate, 1) - 1
-    dec = sim.estimate("decode", pos0=min(ctx, m["max_seq"] - 1))
+    ctx = m.seq_len + max(o.generate, 1) - 1
+    dec = sim.estimate("decode", pos0=min(ctx, m.max_seq - 1))
     dec_s = sim.cost.seconds(dec.cycles)
     return {
         "bundle": str(o.bundle), "estimate_only": True,

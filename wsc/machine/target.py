@@ -111,7 +111,8 @@ def _validate(t: Target, origin: str) -> Target:
     return t
 
 
-def _from_toml_text(text: str, origin: str) -> Target:
+def target_from_toml(text: str, origin: str) -> Target:
+    """Parse and validate the text of a target TOML file (`origin` names it in errors)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -128,7 +129,7 @@ def load_target(spec: str) -> Target:
     """Resolve `wse2`, `wse3`, `mesh:WxH` or a path to a TOML file."""
     if spec in BUILTIN_TARGETS:
         text = resources.files("wsc").joinpath(f"targets/{spec}.toml").read_text()
-        return _from_toml_text(text, spec)
+        return target_from_toml(text, spec)
     if spec.startswith("mesh:"):
         m = re.fullmatch(r"mesh:(\d+)x(\d+)", spec)
         if not m or int(m[1]) < 1 or int(m[2]) < 1:
@@ -145,7 +146,7 @@ def load_target(spec: str) -> Target:
     if path.suffix == ".toml":
         if not path.is_file():
             raise TargetError(f"target file {spec} does not exist")
-        return _from_toml_text(path.read_text(), str(path))
+        return target_from_toml(path.read_text(), str(path))
     raise TargetError(
         f"unknown target {spec!r}",
         hint="use wse2, wse3, mesh:WxH (e.g. mesh:32x32) or a path to a .toml target file",

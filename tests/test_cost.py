@@ -1,4 +1,4 @@
-"""The cycle model (runtime_sim/timing.py) against its documented formulas, worked by hand from
+"""The cycle model (wsc/machine/cost.py) against its documented formulas, worked by hand from
 the WSE-3 target's fields: 4 mixed-precision FMACs per cycle, 8 fp16 / 1 fp32 elements per
 vector cycle, 3 cycles of issue overhead, 12 per transcendental, 16 B read / 8 B write per
 cycle, 1-cycle hops, 2-cycle ramps, 4-byte wavelets, one per link per cycle."""
@@ -11,8 +11,8 @@ import pytest
 from wsc.ir import tile as t
 from wsc.ir.layout import REPLICATED, Layout, split_cols
 from wsc.passes.tile_builder import RegionBuilder
-from wsc.runtime_sim.timing import CostModel
-from wsc.target import load_target
+from wsc.machine.cost import CostModel
+from wsc.machine.target import load_target
 
 WSE3 = load_target("wse3")
 COST = CostModel(WSE3)

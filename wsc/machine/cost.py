@@ -1,6 +1,6 @@
 """The cycle model (DESIGN §8): what every tile op costs on the target, from first principles.
 
-Every number comes from the target's fields (`wsc.target.Target`); nothing here is fitted to
+Every number comes from the target's fields (`wsc.machine.target.Target`); nothing here is fitted to
 a published result. Symbols used below:
 
     Wf  FMACs per cycle of a dot product (`fmac_mixed` for fp16/bf16 operands accumulating
@@ -48,7 +48,7 @@ import math
 from dataclasses import dataclass
 
 from wsc.ir.attrs import DTYPE_BYTES
-from wsc.target import Target
+from wsc.machine.target import Target
 
 
 def ceil_div(a: float, b: float) -> int:
