@@ -24,7 +24,7 @@ simulator uses it to move data, so both sides agree by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -123,36 +123,41 @@ class Layout:
         return self.rows.block(r, c), self.cols.block(r, c)
 
     def global_index(self, dim: int, rot: tuple[int, int] = (0, 0)) -> np.ndarray:
-        """`[R, C, tile[dim]]`: the global index of every local element along `dim`.
-
-        Indices `>= shape[dim]` are padding.
-        """
-        d = self.dims[dim]
-        t = self.tile[dim]
-        b = self.blocks(rot)[dim][:, :, None]
-        i = np.arange(t)[None, None, :]
-        return i * d.parts + b if d.cyclic else b * t + i
+        """`[R, C, tile[dim]]`: the global index of every local element along `dim` (read
+        only: computed once per layout and rotation). Indices `>= shape[dim]` are padding."""
+        return _global_index(self, dim, tuple(rot))
 
     def valid(self, dim: int, rot: tuple[int, int] = (0, 0)) -> np.ndarray:
         """`[R, C, tile[dim]]`: which local elements are real (not padding)."""
-        return self.global_index(dim, rot) < self.shape[dim]
+        return _valid(self, dim, tuple(rot))
 
-    @cached_property
+    def valid_mask(self, rot: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """`[R, C, t0, t1]`: which elements of every PE's tile are real."""
+        return _valid_mask(self, tuple(rot))
+
+    @property
+    def replicated(self) -> bool:
+        """Whether some block is held by more than one PE."""
+        return self.rows.parts * self.cols.parts < self.grid[0] * self.grid[1]
+
+    @property
     def _holders(self) -> tuple[np.ndarray, np.ndarray]:
         """For each block pair, the first PE (row-major) that holds it."""
-        p0, p1 = self.rows.parts, self.cols.parts
-        b0, b1 = self.blocks()
-        R, C = self.grid
-        hr = np.full((p0, p1), -1)
-        hc = np.full((p0, p1), -1)
-        for r in range(R - 1, -1, -1):
-            for c in range(C - 1, -1, -1):
-                hr[b0[r, c], b1[r, c]] = r
-                hc[b0[r, c], b1[r, c]] = c
-        if (hr < 0).any():
-            missing = np.argwhere(hr < 0)[0]
-            raise ValueError(f"layout {self} leaves block {tuple(missing)} on no PE")
-        return hr, hc
+        return _holders(self)
+
+    def block_sizes(self, dim: int) -> np.ndarray:
+        """`[parts]`: how many real (not padding) elements each block of `dim` has."""
+        d, t, n = self.dims[dim], self.tile[dim], self.shape[dim]
+        k = np.arange(d.parts)
+        if d.cyclic:  # local i of block k is global i * parts + k
+            return np.maximum(0, -(-(n - k) // d.parts)).clip(max=t)
+        return np.clip(n - k * t, 0, t)
+
+    @property
+    def busiest_row(self) -> int:
+        """Real elements of the PE row that holds the most distinct data: what a transfer into
+        this layout must deliver along one row of PEs, however much of it is replicated."""
+        return _busiest_row(self)
 
     def check_complete(self) -> None:
         """Raise `ValueError` unless every block of the tensor is held by some PE."""
@@ -197,3 +202,54 @@ class Layout:
             local = np.roll(local, (-rot[0], -rot[1]), axis=(0, 1))
         hr, hc = self._holders
         return self._from_blocks(local[hr, hc])
+
+
+# Index maps depend only on the layout and the rotation, and programs reuse a handful of
+# each: compute them once.
+@lru_cache(maxsize=4096)
+def _global_index(lay: Layout, dim: int, rot: tuple[int, int]) -> np.ndarray:
+    d = lay.dims[dim]
+    t = lay.tile[dim]
+    b = lay.blocks(rot)[dim][:, :, None]
+    i = np.arange(t)[None, None, :]
+    out = i * d.parts + b if d.cyclic else b * t + i
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _valid(lay: Layout, dim: int, rot: tuple[int, int]) -> np.ndarray:
+    out = _global_index(lay, dim, rot) < lay.shape[dim]
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _valid_mask(lay: Layout, rot: tuple[int, int]) -> np.ndarray:
+    out = _valid(lay, 0, rot)[:, :, :, None] & _valid(lay, 1, rot)[:, :, None, :]
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _busiest_row(lay: Layout) -> int:
+    b0, b1 = lay.blocks()
+    p1 = lay.cols.parts
+    pairs = np.sort(b0 * p1 + b1, axis=1)  # [R, C]: the blocks each PE of a row holds
+    first = np.ones(pairs.shape, bool)
+    first[:, 1:] = pairs[:, 1:] != pairs[:, :-1]  # count each distinct block of a row once
+    sizes = lay.block_sizes(0)[pairs // p1] * lay.block_sizes(1)[pairs % p1]
+    return int(np.where(first, sizes, 0).sum(axis=1).max())
+
+
+@lru_cache(maxsize=4096)
+def _holders(lay: Layout) -> tuple[np.ndarray, np.ndarray]:
+    p0, p1 = lay.rows.parts, lay.cols.parts
+    b0, b1 = lay.blocks()
+    pairs = (b0 * p1 + b1).reshape(-1)
+    found, first = np.unique(pairs, return_index=True)  # first PE, row-major, per block
+    if found.size != p0 * p1:
+        missing = np.setdiff1d(np.arange(p0 * p1), found)[0]
+        raise ValueError(f"layout {lay} leaves block {(int(missing // p1), int(missing % p1))} on no PE")
+    C = lay.grid[1]
+    return (first // C).reshape(p0, p1), (first % C).reshape(p0, p1)

@@ -20,6 +20,7 @@ receiver. The simulator checks the rest at run time.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -34,6 +35,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Data, Dialect, Operation, ParametrizedAttribute, TypeAttribute
 from xdsl.irdl import (
+    AttrSizedOperandSegments,
     IRDLOperation,
     ParsePropInAttrDict,
     irdl_attr_definition,
@@ -268,6 +270,7 @@ class BufferOp(TileOp):
     layout = opt_prop_def(LayoutAttr)
     weight = opt_prop_def(StringAttr)
     persistent = opt_prop_def(UnitAttr)
+    fifo = opt_prop_def(StringAttr)  # the channel whose messages land here: [depth, *tile]
     result = result_def(BUF)
     assembly_format = "$sym attr-dict"
 
@@ -345,7 +348,8 @@ class SwapOp(TileOp):
 
 @irdl_op_definition
 class SendOp(TileOp):
-    """Send the global matrix that `src` holds (per its layout) over `channel`."""
+    """Send the global matrix that `src` holds (per its layout) over `channel`. The message
+    lands in the receiver's FIFO; when every slot of it is full, the send waits."""
 
     name = "wsc.tile.send"
     src = operand_def(BUF)
@@ -355,14 +359,28 @@ class SendOp(TileOp):
 
 @irdl_op_definition
 class RecvOp(TileOp):
-    """Receive over `channel` into `dst` (per its layout); `slice = [r0, r1, c0, c1]` takes
-    that window of the sent matrix."""
+    """Take the oldest message of `channel` out of its FIFO into `dst` (per `dst`'s layout);
+    `slice = [r0, r1, c0, c1]` is the window of the sent matrix this region takes.
+
+    The FIFO is a buffer of this region, `[depth, *tile]` in `dst`'s dtype, declared with
+    `fifo = channel`: senders write messages into its slots as they arrive (a sender whose
+    message finds every slot full waits: back-pressure), and this op copies one out."""
 
     name = "wsc.tile.recv"
+    fifo = operand_def(BUF)
     dst = operand_def(BUF)
     channel = prop_def(StringAttr)
     window = opt_prop_def(DenseArrayBase, prop_name="slice")
-    assembly_format = "$dst attr-dict"
+    assembly_format = "$fifo `->` $dst attr-dict"
+
+    def verify_(self) -> None:
+        f, d = buffer_of(self.fifo), buffer_of(self.dst)
+        if f.fifo is None or f.fifo.data != self.channel.data:
+            raise VerifyException(f"recv on {self.channel.data}: buffer {f.sym.data} is not its FIFO")
+        if f.dims[1:] != d.dims or f.dtype_str != d.dtype_str or f.dims[0] < 1:
+            raise VerifyException(
+                f"recv on {self.channel.data}: FIFO {f.sym.data} {f.dims} {f.dtype_str} does "
+                f"not hold slots of {d.sym.data} {d.dims} {d.dtype_str}")
 
 
 # --- local compute --------------------------------------------------------------------
@@ -516,12 +534,17 @@ class AttendOp(TileOp):
     m = operand_def(BUF)
     l = operand_def(BUF)  # noqa: E741
     acc = operand_def(BUF)
+    scores = operand_def(BUF)  # working memory: one head's [q rows, key rows] block, fp32
     heads = prop_def(IntegerAttr)
     kv_heads = prop_def(IntegerAttr)
     head_dim = prop_def(IntegerAttr)
     scale = prop_def(FloatAttr)
     causal = opt_prop_def(UnitAttr)
-    assembly_format = "$q `,` $k `,` $v `->` $m `,` $l `,` $acc attr-dict"
+    assembly_format = "$q `,` $k `,` $v `->` $m `,` $l `,` $acc `scratch` $scores attr-dict"
+
+    def verify_(self) -> None:
+        need = (buffer_of(self.q).dims[0], buffer_of(self.k).dims[0])
+        _check_scratch(self, self.scores, need, "f32")
 
 
 @irdl_op_definition
@@ -570,17 +593,29 @@ class AdvanceOp(TileOp):
 @irdl_op_definition
 class ShiftOp(TileOp):
     """Rotate a buffer around the region's ring along `axis` by `by` positions
-    (numpy.roll convention). In place, or into `dst` (double buffering: the transfer
-    overlaps compute until `dst` is next read). `interleaved` rings map logical neighbours
-    at most two physical hops apart, so the wrap-around costs no more than a step."""
+    (numpy.roll convention). Into `dst` (double buffering: the transfer overlaps compute
+    until `dst` is next read), or in place through `staging`: the buffer streams out from its
+    start while the neighbour's data streams in behind it, landing in `staging` until the
+    bytes it replaces have left, so `staging` holds `SHIFT_STAGING_BYTES` (or the whole buffer,
+    if smaller). `interleaved` rings map logical neighbours at most two physical hops apart,
+    so the wrap-around costs no more than a step."""
 
     name = "wsc.tile.shift"
     src = operand_def(BUF)
     dst = opt_operand_def(BUF)
+    staging = opt_operand_def(BUF)
     axis = prop_def(IntegerAttr)
     by = prop_def(IntegerAttr)
     interleaved = opt_prop_def(UnitAttr)
-    assembly_format = "$src (`->` $dst^)? attr-dict"
+    irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
+    assembly_format = "$src (`->` $dst^)? (`staging` $staging^)? attr-dict"
+
+    def verify_(self) -> None:
+        if (self.dst is None) == (self.staging is None):
+            raise VerifyException("shift: either a destination or, in place, a staging buffer")
+        if self.staging is not None:
+            s = buffer_of(self.src)
+            _check_scratch(self, self.staging, (staging_elems(s),), s.dtype_str)
 
 
 @irdl_op_definition
@@ -590,10 +625,15 @@ class AllReduceOp(TileOp):
 
     name = "wsc.tile.allreduce"
     buf = operand_def(BUF)
+    partner = operand_def(BUF)  # working memory: a partial arriving from the neighbour
     axis = prop_def(IntegerAttr)
     fn = prop_def(StringAttr)  # sum | max
     levels = prop_def(IntegerAttr)
-    assembly_format = "$buf attr-dict"
+    assembly_format = "$buf `scratch` $partner attr-dict"
+
+    def verify_(self) -> None:
+        b = buffer_of(self.buf)
+        _check_scratch(self, self.partner, b.dims, b.dtype_str)
 
 
 @irdl_op_definition
@@ -605,11 +645,35 @@ class AttnMergeOp(TileOp):
     m = operand_def(BUF)
     l = operand_def(BUF)  # noqa: E741
     acc = operand_def(BUF)
+    partner = operand_def(BUF)  # working memory: the neighbour's (m, l, acc), fp32, in a row
     axis = prop_def(IntegerAttr)
     heads = prop_def(IntegerAttr)
     head_dim = prop_def(IntegerAttr)
     levels = prop_def(IntegerAttr)
-    assembly_format = "$m `,` $l `,` $acc attr-dict"
+    assembly_format = "$m `,` $l `,` $acc `scratch` $partner attr-dict"
+
+    def verify_(self) -> None:
+        n = sum(math.prod(buffer_of(v).dims) for v in (self.m, self.l, self.acc))
+        _check_scratch(self, self.partner, (n,), "f32")
+
+
+SHIFT_STAGING_BYTES = 256  # the data in flight between a PE's own bytes leaving and its
+# neighbour's arriving, in an in-place ring shift: a few dozen wavelets cover the hops' latency
+
+
+def staging_elems(b: BufferOp) -> int:
+    """Elements of staging an in-place shift of `b` needs."""
+    per = DTYPE_BYTES[b.dtype_str]
+    return min(math.prod(b.dims), max(1, SHIFT_STAGING_BYTES // per))
+
+
+def _check_scratch(op: Operation, v, need: tuple[int, ...], dtype: str) -> None:
+    """A working-memory operand must be a buffer of at least `need` elements of `dtype`."""
+    b = buffer_of(v)
+    if b.dtype_str != dtype or math.prod(b.dims) < math.prod(need):
+        raise VerifyException(
+            f"{op.name}: working buffer {b.sym.data} is {b.dims} {b.dtype_str}, the op needs "
+            f"{tuple(need)} {dtype}")
 
 
 TILE_OPS = [

@@ -21,7 +21,7 @@ from wsc.ir import tile as t
 from wsc.ir.attrs import DTYPE_BYTES, get_ints, shape_of
 from wsc.ir.kernel import KernelOp
 from wsc.passes.kernels import PHASES, LowerCtx, build_region
-from wsc.passes.tile_builder import WeightShard
+from wsc.passes.tile_builder import Inbound, WeightShard
 
 IDS_CHANNEL = "in.ids"
 LOGITS_CHANNEL = "out.logits"
@@ -87,6 +87,52 @@ class KernelGraph:
         return {k.kernel_name: k for k in self.kernels}
 
 
+def fifo_depths(kg: KernelGraph, chunks: int) -> dict[Edge, int]:
+    """Messages each edge's FIFO holds in a chunked prefill: as many chunks as the longest
+    path from its producer to its consumer, so that a residual that skips a few kernels lets
+    its producer run that many chunks ahead instead of stalling the pipeline (bounded by the
+    chunks there are). A direct edge needs one: the consumer takes a chunk out of its FIFO
+    before it computes on it, so the producer can already send the next."""
+    succ: dict[str, set[str]] = {}
+    for e in kg.edges:
+        succ.setdefault(e.src, set()).add(e.dst)
+    order = [HOST] + [k.kernel_name for k in kg.kernels]  # program order is topological
+    rank = {n: i for i, n in enumerate(order)}
+
+    def longest_from(src: str) -> dict[str, int]:
+        dist = {src: 0}
+        for n in order[rank[src]:]:
+            if n in dist:
+                for m in succ.get(n, ()):
+                    dist[m] = max(dist.get(m, 0), dist[n] + 1)
+        return dist
+
+    cache: dict[str, dict[str, int]] = {}
+    out = {}
+    for e in kg.edges:
+        if e.src not in cache:
+            cache[e.src] = longest_from(e.src)
+        out[e] = max(1, min(chunks, cache[e.src].get(e.dst, 1)))
+    return out
+
+
+def inbound(kg: KernelGraph, ctx: LowerCtx, phase: str) -> dict[str, dict]:
+    """Per kernel, where each of its operands comes from in `phase` (channel, window, FIFO
+    depth): what the lowering wires up and the planner sizes SRAM with."""
+    depth = fifo_depths(kg, ctx.chunks) if phase == "prefill" else {}
+    by_name = kg.by_name()
+    tokens = ctx.tokens(phase)
+    out: dict[str, dict] = {k.kernel_name: {} for k in kg.kernels}
+    for e in kg.edges:
+        window = None
+        if phase == "prefill" and by_name[e.dst].last_row is not None:
+            window = (tokens - 1, tokens, *edge_cols(e, kg))  # the last row only
+        elif e.cols is not None:
+            window = (0, tokens, e.cols[0], e.cols[1])
+        out[e.dst][e.slot] = Inbound(e.channel, window, depth.get(e, 1))
+    return out
+
+
 def edge_bytes(e: Edge, kg: KernelGraph, tokens: int, dtype: str) -> int:
     if e.src == HOST:
         return tokens * 4
@@ -123,17 +169,12 @@ def lower_to_tile(kmodule: ModuleOp, ctx: LowerCtx, *, budget: int,
     progs = []
     for phase in phases:
         tokens = ctx.tokens(phase)
-        inputs: dict[str, dict] = {k.kernel_name: {} for k in kg.kernels}
+        inputs = inbound(kg, ctx, phase)
         outputs: dict[str, dict[int, list[str]]] = {k.kernel_name: {} for k in kg.kernels}
         channels = []
         by_name = kg.by_name()
         for e in kg.edges:
-            window, rows = None, tokens
-            if phase == "prefill" and by_name[e.dst].last_row is not None:
-                window, rows = (tokens - 1, tokens, *edge_cols(e, kg)), 1  # the last row only
-            elif e.cols is not None:
-                window = (0, tokens, e.cols[0], e.cols[1])
-            inputs[e.dst][e.slot] = (e.channel, window)
+            rows = 1 if phase == "prefill" and by_name[e.dst].last_row is not None else tokens
             if e.src != HOST:
                 outputs[e.src].setdefault(e.output, []).append(e.channel)
             channels.append(_channel(e.channel, e.src, e.dst, edge_bytes(e, kg, rows, ctx.dtype),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
@@ -25,7 +25,8 @@ from wsc.errors import CapacityError
 from wsc.ir.attrs import ints, shape_of
 from wsc.ir import graph as g
 from wsc.ir.kernel import KernelOp
-from wsc.passes.kernels import PHASES, LowerCtx, algorithm, build_region, footprint
+from wsc.passes.kernels import PHASES, LowerCtx, algorithm, build_region
+from wsc.passes.lower_tile import KernelGraph, inbound
 from wsc.ir.tile import RegionOp
 from wsc.machine.cost import CostModel
 from wsc.machine.target import Target
@@ -110,18 +111,36 @@ def fanout(k: KernelOp) -> dict[int, list[str]]:
             for i, r in enumerate(k.outputs)}
 
 
-def evaluate(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int,
-             cost: CostModel, estimate: Estimator) -> Candidate | None:
-    """Lower `k` on `grid` for both phases and time it, streaming each result to each of its
-    readers; None if it does not fit SRAM."""
+@dataclass(frozen=True)
+class Sizing:
+    """Everything a kernel's tile program depends on besides its grid: the lowering context,
+    the SRAM budget, its operands' channels (with their FIFO depths) per phase, and one send
+    per reader of each result. Lowering with it is what the planner measures."""
+
+    ctx: LowerCtx
+    budget: int
+    inputs: dict[str, dict]  # phase -> slot -> Inbound
+    outputs: dict[int, list[str]]
+
+    def region(self, k: KernelOp, grid: tuple[int, int], phase: str):
+        return build_region(k, grid, self.ctx, phase, budget=self.budget,
+                            inputs=self.inputs[phase], outputs=self.outputs)
+
+    def footprint(self, k: KernelOp, grid: tuple[int, int]) -> int:
+        """Bytes per PE the kernel needs on `grid` (the larger of its two phases)."""
+        return max(self.region(k, grid, p).allocate() for p in PHASES)
+
+
+def evaluate(k: KernelOp, grid: tuple[int, int], sizing: Sizing, cost: CostModel,
+             estimate: Estimator) -> Candidate | None:
+    """Lower `k` on `grid` for both phases and time it; None if it does not fit SRAM."""
     need, cycles, split = 0, {}, {}
-    outputs = fanout(k)
     for phase in PHASES:
-        b = build_region(k, grid, ctx, phase, budget=budget, outputs=outputs)
+        b = sizing.region(k, grid, phase)
         need = max(need, b.allocate())
-        if need > budget:
+        if need > sizing.budget:
             return None
-        pos0 = ctx.seq_len if phase == "decode" else 0  # decode right after the prompt
+        pos0 = sizing.ctx.seq_len if phase == "decode" else 0  # decode right after the prompt
         r = estimate(b.finish((0, 0)), cost, pos0)
         cycles[phase] = r.cycles
         split[phase] = (r.critical["compute"], r.critical["fabric"] + r.critical["waiting"])
@@ -133,10 +152,11 @@ def _area_order(grids) -> list[tuple[int, int]]:
     return sorted(set(grids), key=lambda rc: (rc[0] * rc[1], abs(rc[0] - rc[1]), rc))
 
 
-def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, estimate: Estimator,
-               target: Target, *, exhaustive: bool) -> list[Candidate]:
+def candidates(k: KernelOp, sizing: Sizing, cost: CostModel, estimate: Estimator, *,
+               exhaustive: bool) -> list[Candidate]:
     """Feasible candidates. Without `exhaustive`, only the smallest feasible grid (and the
     ladder step that found it)."""
+    target = cost.target
     grids = [g for g in algorithm(k).grids(k, target.usable_height, target.usable_width)
              if g[0] <= target.usable_height and g[1] <= target.usable_width]
     out = []
@@ -144,28 +164,28 @@ def candidates(k: KernelOp, ctx: LowerCtx, budget: int, cost: CostModel, estimat
     for grid in _area_order(grids):
         if smallest is not None and not exhaustive:
             break
-        c = evaluate(k, grid, ctx, budget, cost, estimate)
+        c = evaluate(k, grid, sizing, cost, estimate)
         if c is None:
             continue
         smallest = smallest or c
         out.append(c)
     if not out:
-        raise _does_not_fit(k, grids, ctx, budget)
+        raise _does_not_fit(k, grids, sizing)
     # the candidate list is a coarse ladder: find the truly smallest grid that fits near it
-    tight = shrink(k, smallest.grid, grids, ctx, budget)
+    tight = shrink(k, smallest.grid, grids, sizing)
     if tight != smallest.grid:
-        out.append(evaluate(k, tight, ctx, budget, cost, estimate))  # type: ignore[arg-type]
+        out.append(evaluate(k, tight, sizing, cost, estimate))  # type: ignore[arg-type]
     return out
 
 
-def shrink(k: KernelOp, grid: tuple[int, int], grids: list[tuple[int, int]], ctx: LowerCtx,
-           budget: int) -> tuple[int, int]:
+def shrink(k: KernelOp, grid: tuple[int, int], grids: list[tuple[int, int]],
+           sizing: Sizing) -> tuple[int, int]:
     """Binary-search each grid extent down to the smallest that still fits SRAM (the
     footprint falls as the grid grows), among the grids the kernel's algorithm allows."""
     allows = getattr(algorithm(k), "allows", lambda k, g: True)
 
     def fits(g: tuple[int, int]) -> bool:
-        return allows(k, g) and footprint(k, g, ctx, budget) <= budget
+        return allows(k, g) and sizing.footprint(k, g) <= sizing.budget
 
     def smallest(values: list[int], make) -> int:  # fits(make(values[-1])) holds
         lo, hi = -1, len(values) - 1
@@ -202,10 +222,11 @@ def _time(c: Candidate, plan_tokens: int) -> float:
     return c.prefill_cycles + plan_tokens * c.decode_cycles
 
 
-def _does_not_fit(k: KernelOp, grids, ctx: LowerCtx, budget: int) -> CapacityError:
+def _does_not_fit(k: KernelOp, grids, sizing: Sizing) -> CapacityError:
     fx, module = k.source
+    budget = sizing.budget
     largest = max(grids, key=lambda g: g[0] * g[1]) if grids else (1, 1)
-    need = max(build_region(k, largest, ctx, p, budget=budget).allocate() for p in PHASES)
+    need = sizing.footprint(k, largest)
     return CapacityError(
         f"kernel {k.kernel_name} ({k.KIND} at {module or '?'}) does not fit: on its largest "
         f"grid, {largest[0]}x{largest[1]} PEs, it needs {need} bytes of SRAM per PE; the budget "
@@ -270,14 +291,22 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, 
          strategy: str = "latency", capacity_fraction: float = 0.7,
          plan_tokens: int = 128) -> dict[str, Planned]:
     """Choose every kernel's grid and record it (`grid`, `sram_bytes`) on the kernel op."""
-    budget = target.buffer_budget
     cost = CostModel(target)
+    ctx = replace(ctx, cost=cost)
+    kg = KernelGraph.of(kmodule)
+    inputs = {phase: inbound(kg, ctx, phase) for phase in PHASES}
     groups: dict[tuple, Group] = {}
-    for k in kmodule.walk():
-        if isinstance(k, KernelOp):
-            groups.setdefault(signature(k), Group([])).kernels.append(k)
-    for g in groups.values():
-        g.feasible = candidates(g.kernels[0], ctx, budget, cost, estimate, target,
+    sizings: dict[tuple, Sizing] = {}
+    for k in kg.kernels:
+        name = k.kernel_name
+        ins = {phase: inputs[phase][name] for phase in PHASES}
+        # kernels alike but for how deep their FIFOs are size their SRAM apart
+        depths = tuple(tuple(sorted((s, i.depth) for s, i in ins[p].items())) for p in PHASES)
+        key = (signature(k), depths)
+        groups.setdefault(key, Group([])).kernels.append(k)
+        sizings.setdefault(key, Sizing(ctx, target.buffer_budget, ins, fanout(k)))
+    for key, g in groups.items():
+        g.feasible = candidates(g.kernels[0], sizings[key], cost, estimate,
                                 exhaustive=strategy == "latency")
         g.candidates = pareto(g.feasible, plan_tokens)
     glist = list(groups.values())

@@ -15,14 +15,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, UnitAttr, f64, i64
+from xdsl.dialects.builtin import (
+    DenseArrayBase, FloatAttr, IntegerAttr, StringAttr, UnitAttr, f64, i32, i64,
+)
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from wsc.ir import tile as t
 from wsc.ir.attrs import DTYPE_BYTES, dtype_attr, ints
 from wsc.ir.layout import Layout
+from wsc.machine.cost import CostModel
 
 Slot = tuple[str, int]  # ("input", i) | ("extra", i)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """Where one operand of a region comes from: its channel, the window of the sent matrix it
+    takes, and how many messages its FIFO holds before the sender must wait."""
+
+    channel: str
+    window: tuple[int, int, int, int] | None = None
+    depth: int = 1
 
 
 @dataclass
@@ -57,12 +70,14 @@ class RegionBuilder:
     kernel: str
     grid: tuple[int, int]
     module_path: str = ""
-    inputs: dict[Slot, tuple[str, tuple[int, int, int, int] | None]] = field(default_factory=dict)
+    inputs: dict[Slot, Inbound] = field(default_factory=dict)
     outputs: dict[int, list[str]] = field(default_factory=dict)
+    cost: CostModel | None = None  # chooses collective tree depths; two levels without it
     bufs: list[_Buf] = field(default_factory=list)
     shards: list[WeightShard] = field(default_factory=list)
     recv_repeat: int = 1  # receive every message this many times, keeping the last
     _blocks: list[Block] = field(default_factory=list)
+    _scratch: dict[tuple, SSAValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._blocks = [Block()]
@@ -70,11 +85,12 @@ class RegionBuilder:
     # --- buffers --------------------------------------------------------------------------
 
     def buffer(self, sym: str, shape, dtype: str, *, layout: Layout | None = None,
-               persistent: bool = False, weight: str | None = None) -> SSAValue:
+               persistent: bool = False, weight: str | None = None,
+               fifo: str | None = None) -> SSAValue:
         shape = tuple(int(s) for s in shape)
         if layout is not None:
             assert tuple(layout.tile) == shape[-2:], (sym, layout, shape)
-        if not persistent:
+        if not persistent and fifo is None:
             for b in self.bufs:
                 if (b.free and b.op.dims == shape and b.op.dtype_str == dtype
                         and (b.op.layout.data if b.op.layout else None) == layout):
@@ -90,6 +106,8 @@ class RegionBuilder:
             props["persistent"] = UnitAttr()
         if weight is not None:
             props["weight"] = StringAttr(weight)
+        if fifo is not None:
+            props["fifo"] = StringAttr(fifo)
         op = t.BufferOp.create(properties=props, result_types=[t.BUF])
         self.bufs.append(_Buf(op, persistent))
         return op.result
@@ -98,6 +116,14 @@ class RegionBuilder:
         key = f"{self.name}/{sym}"
         self.shards.append(WeightShard(key, layout, dtype, source))
         return self.buffer(sym, layout.tile, dtype, layout=layout, persistent=True, weight=key)
+
+    def scratch(self, dims, dtype: str = "f32") -> SSAValue:
+        """Working memory of an op (a partner's partial, a staging copy, a score block). Ops
+        run one at a time on a PE, so every op needing this shape and dtype shares one."""
+        key = (tuple(int(d) for d in dims), dtype)
+        if key not in self._scratch:
+            self._scratch[key] = self.buffer(f"scratch{len(self._scratch)}", key[0], dtype)
+        return self._scratch[key]
 
     def release(self, *values: SSAValue) -> None:
         for b in self.bufs:
@@ -140,10 +166,45 @@ class RegionBuilder:
         self.emit(t.LoopOp.create(properties={"count": _i(count)}, regions=[Region(body)]))
 
     def recv(self, buf: SSAValue, slot: Slot) -> None:
-        channel, window = self.inputs.get(slot, (f"{self.name}.{slot[0]}{slot[1]}", None))
+        """Receive `buf` from the operand `slot`, through a FIFO of its own."""
+        src = self.inputs.get(slot, Inbound(f"{self.name}.{slot[0]}{slot[1]}"))
+        b = t.buffer_of(buf)
+        lay = b.layout.data if b.layout is not None else None
+        fifo = self.buffer(f"fifo_{slot[0]}{slot[1]}", (src.depth, *b.dims), b.dtype_str,
+                           layout=lay, fifo=src.channel)
         with self.loop(self.recv_repeat):
-            self.op(t.RecvOp, [buf], channel=channel,
-                    slice=ints(window) if window is not None else None)
+            self.op(t.RecvOp, [fifo, buf], channel=src.channel,
+                    slice=ints(src.window) if src.window is not None else None)
+
+    # --- collectives ------------------------------------------------------------------------
+
+    def levels(self, nbytes: int, n: int) -> int:
+        return self.cost.tree_levels(nbytes, n) if self.cost is not None else 2
+
+    def shift(self, src: SSAValue, axis: int, by: int = -1, *, dst: SSAValue | None = None) -> None:
+        """Rotate `src` around an interleaved ring: into `dst`, or in place through staging."""
+        if dst is not None:
+            self.op(t.ShiftOp, [src, dst], axis=axis, by=by, interleaved=True,
+                    operandSegmentSizes=_segments(1, 1, 0))
+            return
+        b = t.buffer_of(src)
+        staging = self.scratch((t.staging_elems(b),), b.dtype_str)
+        self.op(t.ShiftOp, [src, staging], axis=axis, by=by, interleaved=True,
+                operandSegmentSizes=_segments(1, 0, 1))
+
+    def allreduce(self, buf: SSAValue, axis: int, fn: str = "sum") -> None:
+        """Reduce `buf` over the region's lines along `axis`, leaving the result on every PE."""
+        b = t.buffer_of(buf)
+        n = self.grid[axis]
+        self.op(t.AllReduceOp, [buf, self.scratch(b.dims, b.dtype_str)], axis=axis, fn=fn,
+                levels=self.levels(b.nbytes, n))
+
+    def attn_merge(self, m: SSAValue, l: SSAValue, acc: SSAValue, *, axis: int, heads: int,  # noqa: E741
+                   head_dim: int) -> None:
+        """All-reduce online-softmax states with the log-sum-exp merge."""
+        elems = sum(math.prod(t.buffer_of(v).dims) for v in (m, l, acc))
+        self.op(t.AttnMergeOp, [m, l, acc, self.scratch((elems,))], axis=axis, heads=heads,
+                head_dim=head_dim, levels=self.levels(4 * elems, self.grid[axis]))
 
     def send(self, buf: SSAValue, output: int = 0) -> None:
         for channel in self.outputs.get(output, []):
@@ -184,6 +245,10 @@ class RegionBuilder:
         if self.module_path:
             props["module"] = StringAttr(self.module_path)
         return t.RegionOp.create(properties=props, regions=[Region(body)])
+
+
+def _segments(*sizes: int) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i32, list(sizes))
 
 
 def tile_bytes(shape, dtype: str) -> int:

@@ -24,6 +24,7 @@ class Frame:
     pos0: int  # the program's first token position (0 for prefill, p for decode)
     functional: bool = True  # False: estimate-only, move no data
     clock: float = 0.0
+    deferred: Instr | None = None  # an op whose result is computed in bulk (cannon.py)
     # cycles by category spent by this region, for utilisation
     compute: float = 0.0
     fabric: float = 0.0
@@ -50,6 +51,30 @@ class Frame:
     def buf(self, v: SSAValue) -> Buffer:
         return self.bufs[v]
 
+    # --- lazy data movement (memory.py) ----------------------------------------------------
+
+    def release(self, b: Buffer) -> None:
+        """Before `b`'s own storage is overwritten: every buffer still reading it takes a copy."""
+        for other in self.bufs.values():
+            if other is not b and other.src is b.home:
+                other.materialize()
+
+    def claim(self, b: Buffer) -> None:
+        """Before an op writes `b` in place: its storage holds its contents, and only its."""
+        self.release(b)
+        b.materialize()
+
+    def prepare(self, ins: Instr) -> None:
+        """Before an op that works on its operands' own memory."""
+        for v in ins.writes:
+            self.claim(self.bufs[v])
+        for v in ins.reads:
+            self.bufs[v].materialize()
+
+    def wrote(self, ins: Instr) -> None:
+        for v in ins.writes:
+            self.bufs[v].home.version += 1
+
     def layout(self, v: SSAValue) -> Layout:
         lay = self.bufs[v].layout
         if lay is None:
@@ -72,3 +97,6 @@ class Instr:
     count: int = 1
     channel: str = ""
     label: str = ""
+    lazy: bool = False  # the op handles lazily moved operands itself (memory.py)
+    computes: bool = True  # it can make a NaN/Inf (moving data cannot)
+    cannon: object = None  # a loop that is a Cannon GEMM (cannon.py)

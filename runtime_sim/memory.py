@@ -1,10 +1,20 @@
 """Per-PE SRAM, modelled as bytes.
 
 Each region owns one `uint8` array `[rows, cols, bytes]`: row `(r, c)` is PE `(r, c)`'s SRAM.
-A buffer is a typed view at its declared offset, so buffers that overlap really do clobber
-each other, persistent buffers (weights, the KV cache) keep their bytes from one program run
-to the next, and nothing can be stored past the budget: a buffer that ends beyond it is an
-error before anything runs.
+A buffer is a typed view at its declared offset (a `Storage`), so buffers that overlap really
+do clobber each other, persistent buffers (weights, the KV cache) keep their bytes from one
+program run to the next, and nothing can be stored past the budget: a buffer that ends beyond
+it is an error before anything runs.
+
+Moving data is lazy where that changes nothing an op can observe. A ring shift only records
+how far a buffer's contents have rotated around the region (`perm`: the contents of PE
+`(r, c)` are the storage's row `(r - pr, c - pc)`), and a shift into a second buffer makes it
+read the first one's storage (`src`) instead of copying it. Every op but the few written for it
+(shift, swap, matmul) sees its operands materialized — rotated into their own storage — first,
+and a write to a storage first gives every buffer still reading it a copy of its own, so the
+contents of every buffer are exactly what the program put there. A Cannon GEMM then rotates
+its small operands into the frame of its resident weights instead of moving the weights around
+the region every step, and a weight's fp32 conversion is kept until its storage is written.
 """
 
 from __future__ import annotations
@@ -27,6 +37,34 @@ NP_DTYPES = {
 }
 
 
+class Storage:
+    """The bytes at one offset of every PE: a typed view `[rows, cols, *dims]` into SRAM."""
+
+    __slots__ = ("offset", "view", "raw", "version", "_f32")
+
+    def __init__(self, offset: int, view: np.ndarray | None, raw: np.ndarray | None):
+        self.offset = offset
+        self.view = view
+        self.raw = raw
+        self.version = 0  # bumped on every write
+        self._f32: tuple[int, np.ndarray] | None = None
+
+    def f32(self) -> np.ndarray:
+        """The stored values as fp32; a narrow dtype's conversion is kept until the next write."""
+        if self.view.dtype == np.float32:
+            return self.view
+        if self._f32 is None or self._f32[0] != self.version:
+            self._f32 = (self.version, self.view.astype(np.float32))
+        return self._f32[1]
+
+
+def roll2(a: np.ndarray, perm: tuple[int, int]) -> np.ndarray:
+    """`a` rotated over its two PE axes (a copy), or `a` itself when `perm` is zero."""
+    if perm == (0, 0):
+        return a
+    return np.roll(a, perm, axis=(0, 1))
+
+
 @dataclass
 class Buffer:
     """Run-time state of one buffer handle of a region."""
@@ -36,22 +74,26 @@ class Buffer:
     dtype: str
     layout: Layout | None
     persistent: bool
-    home: int  # offset of the storage this handle was declared with
-    offset: int  # offset of the storage it refers to now (differs after a swap)
-    view: np.ndarray | None  # [rows, cols, *dims] in `dtype`; None when estimating only
-    raw: np.ndarray | None  # [rows, cols, nbytes] uint8 over the same memory
-    rot: tuple[int, int] = (0, 0)  # how far shifts have rotated the contents
+    declared_offset: int  # where this handle's storage was declared
+    home: Storage  # the storage this handle owns now (another after a swap)
+    rot: tuple[int, int] = (0, 0)  # how far shifts have rotated the contents (the layout's view)
     ready: float = 0.0  # cycle at which an asynchronous transfer into it completes
+    # lazy data movement (see the module docstring): contents = src rotated by perm
+    src: Storage = field(default=None)  # type: ignore[assignment]
+    perm: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.src is None:
+            self.src = self.home
 
     @classmethod
-    def declared(cls, op: BufferOp, view: np.ndarray | None = None,
-                 raw: np.ndarray | None = None) -> Buffer:
-        """The handle a `wsc.tile.buffer` declares (without memory when only estimating)."""
+    def declared(cls, op: BufferOp, storage: Storage | None = None) -> Buffer:
+        """The handle a `wsc.tile.buffer` declares (its storage is empty when only estimating)."""
         return cls(
             name=op.sym.data, dims=op.dims, dtype=op.dtype_str,
             layout=op.layout.data if op.layout is not None else None,
-            persistent=op.persistent is not None, home=op.offset_bytes, offset=op.offset_bytes,
-            view=view, raw=raw,
+            persistent=op.persistent is not None, declared_offset=op.offset_bytes,
+            home=storage or Storage(op.offset_bytes, None, None),
         )
 
     @property
@@ -62,15 +104,44 @@ class Buffer:
             n *= d
         return n
 
+    @property
+    def offset(self) -> int:
+        return self.home.offset
+
+    @property
+    def view(self) -> np.ndarray:
+        """The buffer's own memory, `[rows, cols, *dims]` (materialize first to read it)."""
+        return self.home.view
+
+    @property
+    def raw(self) -> np.ndarray:
+        return self.home.raw
+
+    @property
+    def lazy(self) -> bool:
+        return self.perm != (0, 0) or self.src is not self.home
+
+    def contents(self) -> np.ndarray:
+        """What the PEs hold, as an array (read only; a copy only while it is lazy)."""
+        return roll2(self.src.view, self.perm)
+
+    def materialize(self) -> None:
+        """Put the contents into the buffer's own storage."""
+        if self.lazy:
+            self.home.view[...] = roll2(self.src.view, self.perm)
+            self.home.version += 1
+            self.src, self.perm = self.home, (0, 0)
+
     def f32(self) -> np.ndarray:
-        return self.view.astype(np.float32)
+        """The contents as fp32 (read only: it may be the storage itself, or a cached copy)."""
+        return roll2(self.src.f32(), self.perm)
 
     def store(self, values: np.ndarray) -> None:
         """Write (with rounding to the storage dtype, as the hardware would)."""
         self.view[...] = values
 
     def swap_storage(self, other: Buffer) -> None:
-        for f in ("offset", "view", "raw", "rot", "ready"):
+        for f in ("home", "src", "perm", "rot", "ready"):
             a, b = getattr(self, f), getattr(other, f)
             setattr(self, f, b)
             setattr(other, f, a)
@@ -78,12 +149,13 @@ class Buffer:
 
 @dataclass
 class RegionMemory:
-    """The SRAM of every PE of one region."""
+    """The SRAM of every PE of one region (or of every region stacked on the same PEs)."""
 
     name: str
     grid: tuple[int, int]
     budget: int
     sram: np.ndarray = field(init=False)
+    storages: dict[tuple, Storage] = field(default_factory=dict)
 
     @staticmethod
     def high_water(regions: list[RegionOp]) -> int:
@@ -93,23 +165,32 @@ class RegionMemory:
                 end = max(end, b.offset_bytes + b.nbytes)
         return end
 
-    def reserve(self, nbytes: int) -> None:
-        if nbytes > self.budget:
+    @staticmethod
+    def check(name: str, nbytes: int, budget: int) -> None:
+        if nbytes > budget:
             raise SimulationError(
-                f"SRAM overflow in region {self.name}: its buffers need {nbytes} bytes per PE, "
-                f"a PE has {self.budget} bytes for buffers"
+                f"SRAM overflow in region {name}: its buffers need {nbytes} bytes per PE, "
+                f"a PE has {budget} bytes for buffers"
             )
+
+    def reserve(self, nbytes: int) -> None:
+        self.check(self.name, nbytes, self.budget)
         r, c = self.grid
         self.sram = np.zeros((r, c, -(-nbytes // 8) * 8 or 8), dtype=np.uint8)
 
     def bind(self, op: BufferOp) -> Buffer:
+        """A handle on the buffer's bytes; the same bytes keep the same storage across runs,
+        so that a weight's cached fp32 conversion outlives one decode step."""
         off, n = op.offset_bytes, op.nbytes
-        if off + n > self.budget:
+        if off < 0 or off + n > self.budget:
             raise SimulationError(
                 f"SRAM overflow in region {self.name}: buffer {op.sym.data} occupies bytes "
                 f"[{off}, {off + n}) of a PE with {self.budget} bytes for buffers"
             )
-        raw = self.sram[:, :, off : off + n]
-        view = raw.view(NP_DTYPES[op.dtype_str])
-        view.shape = (*self.grid, *op.dims)  # never copies: raises if it would have to
-        return Buffer.declared(op, view, raw)
+        key = (off, op.dtype_str, op.dims)
+        if key not in self.storages:
+            raw = self.sram[:, :, off : off + n]
+            view = raw.view(NP_DTYPES[op.dtype_str])
+            view.shape = (*self.grid, *op.dims)  # never copies: raises if it would have to
+            self.storages[key] = Storage(off, view, raw)
+        return Buffer.declared(op, self.storages[key])

@@ -18,6 +18,7 @@ from xdsl.ir import Operation
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
 from wsc.runtime_sim.frame import Frame, Instr
+from wsc.runtime_sim.memory import roll2
 
 COMPILERS: dict[type[Operation], Callable[[Operation], Instr]] = {}
 
@@ -179,16 +180,40 @@ def compile_matmul(op: t.MatmulOp) -> Instr:
     acc, tb = op.accumulate is not None, op.transpose_b is not None
 
     def run(fr: Frame) -> None:
-        A, B, C = fr.buf(a).f32(), fr.buf(b).f32(), fr.buf(c)
-        prod = np.matmul(A, np.swapaxes(B, -1, -2) if tb else B)
-        C.store(C.f32() + prod if acc else prod)
+        # In the frame of the resident operand `b` (memory.py): its storage is used as it lies,
+        # the small `a` and `c` rotate to meet it, and `c` keeps that frame.
+        bb, cb = fr.buf(b), fr.buf(c)
+        frame = bb.perm
+        A = _in_frame(fr, fr.buf(a), frame)
+        B = bb.src.f32()
+        B = np.swapaxes(B, -1, -2) if tb else B
+        fr.release(cb)
+        if cb.dtype == "f32":
+            prod = np.matmul(A, B)
+            out = _in_frame(fr, cb, frame) + prod if acc else prod
+        else:
+            # a narrow accumulator rounds after every multiply-add, one rank-1 update at a
+            # time (the product of two fp16 values is exact in fp32: the FMA's one rounding)
+            out = _in_frame(fr, cb, frame) if acc else np.zeros(cb.view.shape, np.float32)
+            for i in range(A.shape[-1]):
+                out = (out + A[..., :, i:i + 1] * B[..., i:i + 1, :]).astype(cb.view.dtype).astype(np.float32)
+        cb.view[...] = out
+        cb.src, cb.perm = cb.home, frame
+        cb.home.version += 1
 
     def cycles(fr: Frame) -> float:
         m, k = fr.buf(a).dims[-2:]
         n = fr.buf(b).dims[-2] if tb else fr.buf(b).dims[-1]
-        return fr.cost.matmul(m, k, n, fr.buf(a).dtype)
+        return fr.cost.matmul(m, k, n, fr.buf(a).dtype, fr.buf(c).dtype)
 
-    return Instr(op, "compute", run, cycles, (a, b, c), (c,))
+    return Instr(op, "compute", run, cycles, (a, b, c), (c,), lazy=True)
+
+
+def _in_frame(fr: Frame, x, frame: tuple[int, int]) -> np.ndarray:
+    """`x`'s contents as fp32, laid out in the frame of a buffer rotated by `frame`."""
+    R, C = fr.grid
+    d = ((x.perm[0] - frame[0]) % R, (x.perm[1] - frame[1]) % C)
+    return roll2(x.src.f32(), d)
 
 
 # --- reductions -----------------------------------------------------------------------
@@ -326,7 +351,7 @@ def _merge_heads(a: np.ndarray) -> np.ndarray:
 
 @compiles(t.AttendOp)
 def compile_attend(op: t.AttendOp) -> Instr:
-    q, k, v, m, l, acc = op.q, op.k, op.v, op.m, op.l, op.acc
+    q, k, v, m, l, acc, scores = op.q, op.k, op.v, op.m, op.l, op.acc, op.scores
     heads, kvh, hd = _i(op.heads), _i(op.kv_heads), _i(op.head_dim)
     scale, causal = np.float32(_f(op.scale)), op.causal is not None
     group = heads // kvh
@@ -372,7 +397,7 @@ def compile_attend(op: t.AttendOp) -> Instr:
         )
         return heads * per_head
 
-    return Instr(op, "compute", run, cycles, (q, k, v, m, l, acc), (m, l, acc))
+    return Instr(op, "compute", run, cycles, (q, k, v, m, l, acc, scores), (m, l, acc, scores))
 
 
 @compiles(t.AttnFinishOp)

@@ -1,16 +1,18 @@
 """Runs one program: every region concurrently, as dataflow over channels.
 
 Each region is a generator that executes its instructions in order and suspends at a `recv`
-whose message has not been sent yet. The scheduler resumes regions whenever the message they
-wait for arrives; when no region can make progress while some still wait, that is a deadlock,
-reported with the region, the op and the channel.
+whose message has not been sent yet, or at a `send` whose receiver's FIFO is full (channels.py).
+The scheduler resumes regions whenever what they wait for happens; when no region can make
+progress while some still wait, that is a deadlock, reported with the region, the op and the
+channel.
 
 Time is tracked per region (DESIGN §8): an instruction starts when the region is free and its
 operands are ready, compute and blocking fabric ops advance the region's clock, asynchronous
 shifts (into a second buffer) only mark their destination ready later so that they overlap
-the compute that follows, and a message arrives at its send time plus the stream latency of
-its route. Regions therefore overlap whenever the data lets them, and a program's latency is
-when its last result reaches the host.
+the compute that follows, and a message arrives at its send time plus its transfer time. A
+send into a full FIFO starts when the receiver frees a slot. Regions therefore overlap
+whenever the data and the FIFOs let them, and a program's latency is when its last result
+reaches the host.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from xdsl.ir import SSAValue
 
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
-from wsc.runtime_sim.fabric import Message, pack, unpack
+from wsc.runtime_sim.channels import Channel, deliver, endpoints, gather, take, transfer_cycles
 from wsc.runtime_sim.frame import Frame, Instr
 from wsc.runtime_sim.memory import Buffer, RegionMemory
+from wsc.runtime_sim import cannon, fabric  # fabric: registers the fabric ops
 from wsc.runtime_sim.ops import COMPILERS
 from wsc.machine.cost import CostModel
 
@@ -39,8 +42,9 @@ def compile_ops(ops) -> list[Instr]:
             continue
         if isinstance(op, t.LoopOp):
             body = compile_ops(op.body.block.ops)
+            count = op.count.value.data
             out.append(Instr(op, "loop", lambda fr: None, lambda fr: 0.0, body=body,
-                             count=op.count.value.data))
+                             count=count, cannon=cannon.recognize(body, count)))
             continue
         compiler = COMPILERS.get(type(op))
         if compiler is None:
@@ -101,6 +105,15 @@ class RunResult:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """Why a region cannot go on: it waits for a message, or for room in a FIFO."""
+
+    kind: str  # "recv" | "send"
+    channel: str
+    op: Instr
+
+
 class ProgramRun:
     def __init__(self, program: LoadedProgram, memory: dict[str, RegionMemory], cost: CostModel,
                  *, pos0: int, inputs: dict[str, list[np.ndarray] | None], functional: bool = True,
@@ -114,34 +127,27 @@ class ProgramRun:
         self.functional = functional
         self.trace = trace
         self.check_finite = check_finite and functional
-        self.mail: dict[str, deque[Message]] = {n: deque() for n in program.channels}
-        self.waiting_on: dict[str, str] = {}
-        self.runnable: deque[str] = deque()
-        self.outputs: dict[str, list[np.ndarray]] = {}
-        self.sources: dict[str, deque[np.ndarray] | None] = {}
-        self.output_time = 0.0
-        self.output_path = (0.0, 0.0, 0.0)
-        self.events: list[Event] = []
-        for name, ch in program.channels.items():
-            if ch.src.data == t.HOST:
+        ends = endpoints(program.regions, program.channels)
+        self.channels: dict[str, Channel] = {}
+        for name, op in program.channels.items():
+            dst = ends.get(name) if op.dst.data != t.HOST else None
+            if op.dst.data != t.HOST and dst is None:
+                raise SimulationError(f"channel {name}: region {op.dst.data} never receives it")
+            ch = Channel(op, dst)
+            if ch.from_host:
                 if name not in inputs:
                     raise SimulationError(f"program {program.name} needs input channel {name}")
                 msgs = inputs[name]
-                self.sources[name] = None if msgs is None else deque(np.asarray(m) for m in msgs)
-
-    def _available(self, channel: str) -> bool:
-        if self.mail[channel]:
-            return True
-        if channel in self.sources:  # the host sends its next message when asked
-            src = self.sources[channel]
-            if src is None:
-                self.mail[channel].append(Message(None, (0, 0), 0.0))
-                return True
-            if src:
-                data = src.popleft()
-                self.mail[channel].append(Message(data, tuple(data.shape), 0.0))
-                return True
-        return False
+                ch.host_open = msgs is None
+                ch.host_messages = None if msgs is None else deque(np.asarray(m) for m in msgs)
+            self.channels[name] = ch
+        self.frames: dict[str, Frame] = {}
+        self.waiting: dict[tuple[str, str], str] = {}  # (kind, channel) -> blocked region
+        self.runnable: deque[str] = deque()
+        self.outputs: dict[str, list[np.ndarray]] = {}
+        self.output_time = 0.0
+        self.output_path = (0.0, 0.0, 0.0)
+        self.events: list[Event] = []
 
     # --- one region -----------------------------------------------------------------------
 
@@ -158,23 +164,14 @@ class ProgramRun:
             self.events.append(Event(fr.region, ins.op.name.removeprefix("wsc.tile."), cat,
                                      start, end - start))
 
-    def _exec(self, fr: Frame, instrs: list[Instr]) -> Iterator[Instr]:
+    def _exec(self, fr: Frame, instrs: list[Instr]) -> Iterator[Blocked]:
         for ins in instrs:
             if ins.kind == "loop":
                 yield from self._loop(fr, ins)
             elif ins.kind == "recv":
-                while not self._available(ins.channel):
-                    yield ins
-                msg = self.mail[ins.channel].popleft()
-                start = fr.clock
-                if msg.arrival > fr.clock:
-                    fr.waiting += msg.arrival - fr.clock
-                    fr.clock, fr.path = msg.arrival, msg.path
-                self._event(fr, ins, "wait", start, fr.clock)
-                unpack(fr, ins, msg)
-                fr.buf(ins.writes[0]).ready = fr.clock
+                yield from self._recv(fr, ins)
             elif ins.kind == "send":
-                self._send(fr, ins)
+                yield from self._send(fr, ins)
             elif ins.kind in ("advance", "swap"):  # bookkeeping: also when only estimating
                 ins.run(fr)
             else:
@@ -182,7 +179,7 @@ class ProgramRun:
 
     STEADY = 4  # iterations after which a data-free loop is in steady state
 
-    def _loop(self, fr: Frame, ins: Instr) -> Iterator[Instr]:
+    def _loop(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
         """Run a loop. When only estimating, and the body moves no messages, iterations after
         the first few repeat the same timing, so the rest are added in one step. The step
         spans two iterations (a double-buffered body alternates between two buffers) and an
@@ -190,6 +187,16 @@ class ProgramRun:
         count = ins.count
         shortcut = (not fr.functional and count > self.STEADY + 2
                     and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
+        if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
+            blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
+            fr.deferred = ins.cannon.matmul
+            for _ in range(count):
+                yield from self._exec(fr, ins.body)
+            fr.deferred = None
+            cannon.add_into(fr, ins.cannon, blocks)
+            if self.check_finite:
+                self._finite(fr, ins.cannon.matmul, fr.buf(ins.cannon.acc))
+            return
         if not shortcut:
             for _ in range(count):
                 yield from self._exec(fr, ins.body)
@@ -220,9 +227,13 @@ class ProgramRun:
     def _step(self, fr: Frame, ins: Instr) -> None:
         start = self._ready(fr, ins)
         fr.advance(start - fr.clock, 2)  # an asynchronous transfer was not hidden
-        if fr.functional:
+        if fr.functional and ins is not fr.deferred:
+            if not ins.lazy:
+                fr.prepare(ins)
             with np.errstate(all="ignore"):  # padding lanes may divide by zero; see _finite
                 ins.run(fr)
+            if not ins.lazy:
+                fr.wrote(ins)
         cycles = ins.cycles(fr)
         if ins.kind == "async":
             # the transfer runs beside the compute that follows; its target is ready later
@@ -234,76 +245,124 @@ class ProgramRun:
         else:
             fr.advance(cycles, 1 if ins.kind == "fabric" else 0)
             self._event(fr, ins, ins.kind, start, fr.clock)
-        if self.check_finite:
+        if self.check_finite and ins.computes and ins is not fr.deferred:
             for w in ins.writes:
                 self._finite(fr, ins, fr.buf(w))
 
     @staticmethod
     def _finite(fr: Frame, ins: Instr, b: Buffer) -> None:
-        """NaN/Inf in a buffer's real elements is an error; padding lanes are don't-care."""
-        if b.dtype not in ("f32", "f16", "bf16"):
+        """NaN/Inf in a buffer's real elements is an error; padding lanes are don't-care. One
+        pass over the buffer as it is stored; the padding is looked at only if that fails."""
+        if b.dtype not in ("f32", "f16", "bf16") or np.isfinite(b.src.view).all():
             return
-        v = b.view.astype(np.float32)
+        bad = ~np.isfinite(b.contents())
         if b.layout is not None and len(b.dims) == 2:
-            rows = b.layout.valid(0, b.rot)[:, :, :, None]
-            cols = b.layout.valid(1, b.rot)[:, :, None, :]
-            v = np.where(rows & cols, v, 0.0)
-        if not np.isfinite(v).all():
+            bad &= b.layout.valid_mask(b.rot)
+        if bad.any():
             raise SimulationError(
                 f"NaN/Inf first produced by {ins.op.name} in region {fr.region} "
                 f"(kernel {fr.kernel}), in buffer {b.name}"
             )
 
-    def _send(self, fr: Frame, ins: Instr) -> None:
-        ch = self.program.channels[ins.channel]
-        start = self._ready(fr, ins)
-        fr.advance(start - fr.clock, 2)
-        data = pack(fr, ins)
+    # --- channels -------------------------------------------------------------------------
+
+    def _wake(self, kind: str, channel: str) -> None:
+        waiter = self.waiting.pop((kind, channel), None)
+        if waiter is not None:
+            self.runnable.append(waiter)
+
+    def _host_sends(self, ch: Channel) -> bool:
+        """The host puts its next message into the FIFO once its slot is free."""
+        n = ch.sent
+        free = ch.slot_free_at(n)
+        if free is None:
+            return False
+        if ch.host_open:
+            data = None
+        elif ch.host_messages:
+            data = ch.host_messages.popleft()
+        else:
+            return False
+        dst = ch.dst
+        total, _ = transfer_cycles(self.cost, ch.op, dst, (dst.grid[0], 1))  # type: ignore[arg-type]
+        if data is not None:
+            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], data, n)  # type: ignore[union-attr]
+        ch.arrivals.append((free + total, (0.0, float(free + total), 0.0)))
+        ch.sent += 1
+        return True
+
+    def _recv(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
+        ch = self.channels[ins.channel]
+        while not ch.has_message() and not (ch.from_host and self._host_sends(ch)):
+            yield Blocked("recv", ch.name, ins)
+        n = ch.taken
+        arrival, path = ch.arrivals.popleft()
+        start = fr.clock
+        if arrival > fr.clock:
+            fr.waiting += arrival - fr.clock
+            fr.clock, fr.path = arrival, path
+        self._event(fr, ins, "wait", start, fr.clock)
+        if fr.functional:
+            fr.claim(fr.buf(ins.writes[0]))
+            take(fr, ins, n, ch.dst.depth)  # type: ignore[union-attr]
+            fr.wrote(ins)
+        copy_start = fr.clock
+        dst = fr.buf(ins.writes[0])
+        fr.advance(self.cost.elementwise(math.prod(dst.dims), dst.dtype, reads=1,
+                                         out_dtype=dst.dtype), 1)
+        self._event(fr, ins, "fabric", copy_start, fr.clock)
+        ch.taken += 1
+        ch.freed[n] = fr.clock
+        dst.ready = fr.clock
+        self._wake("send", ch.name)
+
+    def _send(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
+        ch = self.channels[ins.channel]
         b = fr.buf(ins.reads[0])
-        shape = b.layout.shape if b.layout is not None else (0, 0)
-        nbytes = ch.nbytes.value.data
-        if ch.dst.data == t.HOST:
-            # results stream off the region, one lane per row of PEs, to the wafer's edge I/O
-            self.outputs.setdefault(ins.channel, []).append(data)
-            fr.advance(self.cost.stream(nbytes, 0, lanes=fr.grid[0]), 1)
+        if ch.dst is None:  # to the host: one lane per row of PEs, to the wafer's edge I/O
+            start = self._ready(fr, ins)
+            fr.advance(start - fr.clock, 2)
+            if fr.functional:
+                self.outputs.setdefault(ch.name, []).append(gather(fr, b))
+            fr.advance(self.cost.stream(ch.op.nbytes.value.data, 0, lanes=fr.grid[0]), 1)
             self._event(fr, ins, "send", start, fr.clock)
             if fr.clock >= self.output_time:
                 self.output_time, self.output_path = fr.clock, fr.path
             return
-        hops = ch.hops.value.data if ch.hops is not None else 0
-        lanes = ch.lanes.value.data if ch.lanes is not None else 1
-        load = ch.load.value.data if ch.load is not None else nbytes
-        contention = max(1.0, load / max(1, nbytes))
-        body = self.cost.stream(nbytes, 0, lanes=lanes, contention=contention) - 2 * \
-            self.cost.target.ramp_latency_cycles
-        total = self.cost.stream(nbytes, hops, lanes=lanes, contention=contention)
+        n = ch.sent
+        while ch.slot_free_at(n) is None:  # back-pressure: every FIFO slot is full
+            yield Blocked("send", ch.name, ins)
+        start = max(self._ready(fr, ins), ch.slot_free_at(n))  # type: ignore[type-var]
+        fr.advance(start - fr.clock, 2)
+        if fr.functional:
+            dst = ch.dst
+            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], gather(fr, b), n)
+        total, body = transfer_cycles(self.cost, ch.op, ch.dst, fr.grid)
         path = (fr.path[0], fr.path[1] + total, fr.path[2])
         fr.advance(body, 1)  # the sender streams the data out
         self._event(fr, ins, "send", start, fr.clock)
-        self.mail[ins.channel].append(Message(data, shape, start + total, path))
-        waiter = self.waiting_on.pop(ins.channel, None)
-        if waiter is not None:
-            self.runnable.append(waiter)
+        ch.arrivals.append((start + total, path))
+        ch.sent += 1
+        self._wake("recv", ch.name)
 
     # --- all regions ----------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        frames = {r.name: self._frame(r) for r in self.program.regions}
+        self.frames = frames = {r.name: self._frame(r) for r in self.program.regions}
         gens = {r.name: self._exec(frames[r.name], r.instrs) for r in self.program.regions}
-        blocked: dict[str, Instr] = {}
+        blocked: dict[str, Blocked] = {}
         self.runnable.extend(gens)
         while self.runnable:
             name = self.runnable.popleft()
             blocked.pop(name, None)
             try:
-                ins = next(gens[name])
+                why = next(gens[name])
             except StopIteration:
                 continue
-            if self._available(ins.channel):  # it arrived while we were deciding
-                self.runnable.append(name)
-                continue
-            blocked[name] = ins
-            self.waiting_on[ins.channel] = name
+            blocked[name] = why
+            self.waiting[(why.kind, why.channel)] = name
+            if self._unblocked(why):  # it changed while we were deciding
+                self._wake(why.kind, why.channel)
         if blocked:
             raise SimulationError(self._deadlock(blocked))
         self._check_persistent(frames)
@@ -320,29 +379,45 @@ class ProgramRun:
                    for c, ms in self.outputs.items()}
         return RunResult(outputs, end, stats, critical, self.events)
 
-    def _deadlock(self, blocked: dict[str, Instr]) -> str:
+    def _unblocked(self, why: Blocked) -> bool:
+        ch = self.channels[why.channel]
+        if why.kind == "recv":
+            return ch.has_message() or (ch.from_host and ch.slot_free_at(ch.sent) is not None
+                                        and (ch.host_open or bool(ch.host_messages)))
+        return ch.slot_free_at(ch.sent) is not None
+
+    def _deadlock(self, blocked: dict[str, Blocked]) -> str:
         regions = {r.name: r for r in self.program.regions}
         lines = []
-        for name, ins in sorted(blocked.items()):
-            ch = self.program.channels.get(ins.channel)
-            src = ch.src.data if ch is not None else "?"
+        for name, why in sorted(blocked.items()):
+            op = self.program.channels.get(why.channel)
+            module = regions[name].op.module
+            where = f"region {name} ({regions[name].op.kernel.data} at {module.data if module else '?'})"
+            if why.kind == "send":
+                dst = op.dst.data if op is not None else "?"
+                state = (f"which is itself waiting for channel {blocked[dst].channel}"
+                         if dst in blocked else "which finished without taking it")
+                lines.append(f"  {where} waits in {why.op.op.name} for room in the FIFO of "
+                             f"channel {why.channel} to {dst}, {state}")
+                continue
+            src = op.src.data if op is not None else "?"
             if src in blocked:
-                why = f"which is itself waiting for channel {blocked[src].channel}"
+                state = f"which is itself waiting for channel {blocked[src].channel}"
             elif src == t.HOST:
-                why = "which the host did not provide"
+                state = "which the host did not provide"
             else:
-                why = "which finished without sending it"
-            op = regions[name].op
-            module = op.module.data if op.module is not None else "?"
-            lines.append(f"  region {name} ({op.kernel.data} at {module}) waits in {ins.op.name} "
-                         f"for channel {ins.channel} from {src}, {why}")
+                state = "which finished without sending it"
+            lines.append(f"  {where} waits in {why.op.op.name} for channel {why.channel} "
+                         f"from {src}, {state}")
         return (f"deadlock in program {self.program.name}: receives that no send can match\n"
                 + "\n".join(lines))
 
     def _check_persistent(self, frames: dict[str, Frame]) -> None:
         for fr in frames.values():
             for b in fr.bufs.values():
-                if b.persistent and (b.rot != (0, 0) or b.offset != b.home):
+                if b.persistent and self.functional:  # the next run reads its SRAM
+                    fr.claim(b)
+                if b.persistent and (b.rot != (0, 0) or b.offset != b.declared_offset):
                     raise SimulationError(
                         f"region {fr.region}: persistent buffer {b.name} ends the program "
                         f"{'rotated by ' + str(b.rot) if b.rot != (0, 0) else 'swapped out of its home'}"
@@ -350,7 +425,8 @@ class ProgramRun:
                     )
 
 
-def estimate_region(region: t.RegionOp, cost: CostModel, pos0: int = 0) -> RunResult:
+def estimate_region(region: t.RegionOp, cost: CostModel, pos0: int = 0, *,
+                    trace: bool = False) -> RunResult:
     """Modeled time of one region on its own: its inputs are ready at cycle 0 and its results
     stream to the host. The planner uses this to compare grids."""
     from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
@@ -372,7 +448,8 @@ def estimate_region(region: t.RegionOp, cost: CostModel, pos0: int = 0) -> RunRe
     )
     loaded = LoadedProgram.load(prog)
     inputs: dict = {c: None for c, ch in loaded.channels.items() if ch.src.data == t.HOST}
-    return ProgramRun(loaded, {}, cost, pos0=pos0, inputs=inputs, functional=False).run()
+    return ProgramRun(loaded, {}, cost, pos0=pos0, inputs=inputs, functional=False,
+                      trace=trace).run()
 
 
 def buffer_nbytes(v: SSAValue) -> int:

@@ -34,6 +34,8 @@ class Generation:
     prefill: RunResult
     ttft_s: float
     decode_s: list[float] = field(default_factory=list)
+    # the logits each token was chosen from: the prompt's last row, then every decode step's
+    step_logits: list[np.ndarray] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -60,6 +62,7 @@ class Simulator:
         self.placement = placement
         self._check_colors()
         self.memory: dict[str, RegionMemory] = {}
+        self._check_sram()
         if functional:
             if weights is None or not manifest.weights:
                 raise SimulationError(
@@ -86,15 +89,23 @@ class Simulator:
         if problems:
             raise SimulationError(f"{self.origin}: {problems[0]}")
 
-    def _allocate(self) -> None:
-        by_region: dict[str, list] = {}
-        grids: dict[str, tuple[int, int]] = {}
+    def _regions(self) -> dict[str, tuple[tuple[int, int], list]]:
+        """Every region name: its grid and its programs' region ops (they share its SRAM)."""
+        out: dict[str, tuple[tuple[int, int], list]] = {}
         for prog in self.programs.values():
             for r in prog.regions:
-                by_region.setdefault(r.name, []).append(r.op)
-                grids[r.name] = r.grid
-        for name, ops in by_region.items():
-            mem = RegionMemory(name, grids[name], self.target.buffer_budget)
+                out.setdefault(r.name, (r.grid, []))[1].append(r.op)
+        return out
+
+    def _check_sram(self) -> None:
+        """Every byte a PE holds is a declared buffer: their extent must fit the budget, also
+        when only estimating."""
+        for name, (_, ops) in self._regions().items():
+            RegionMemory.check(name, RegionMemory.high_water(ops), self.target.buffer_budget)
+
+    def _allocate(self) -> None:
+        for name, (grid, ops) in self._regions().items():
+            mem = RegionMemory(name, grid, self.target.buffer_budget)
             mem.reserve(RegionMemory.high_water(ops))
             self.memory[name] = mem
 
@@ -176,15 +187,14 @@ class Simulator:
                 f"{max_seq} positions", hint="recompile with a larger --max-seq",
             )
         logits, r = self.prefill(ids, trace=trace)
-        gen = Generation([], logits, r, self.cost.seconds(r.cycles))
-        tok = int(np.argmax(logits[-1]))
+        gen = Generation([], logits, r, self.cost.seconds(r.cycles), step_logits=[logits[-1]])
         for i in range(steps):
-            gen.tokens.append(tok)
+            gen.tokens.append(int(np.argmax(gen.step_logits[-1])))
             if i == steps - 1:
                 break
-            step_logits, r = self.decode(tok, ids.size + i)
+            step, r = self.decode(gen.tokens[-1], ids.size + i)
             gen.decode_s.append(self.cost.seconds(r.cycles))
-            tok = int(np.argmax(step_logits[-1]))
+            gen.step_logits.append(step[-1])
         return gen
 
     def estimate(self, phase: str, pos0: int = 0) -> RunResult:

@@ -12,6 +12,7 @@ from wsc.passes.kernels import LowerCtx
 from wsc.passes.lower_tile import IDS_CHANNEL, LOGITS_CHANNEL, lower_to_tile
 from wsc.passes.partition import partition
 from wsc.passes.plan import plan
+from wsc.machine.cost import CostModel
 from wsc.runtime_sim.scheduler import estimate_region
 from wsc.runtime_sim.simulator import Simulator
 from wsc.machine.target import load_target
@@ -32,12 +33,14 @@ def manifest_for(target, dtype: str, seq: int, max_seq: int, vocab: int, chunk: 
 
 
 def lower_graph(graph, weights, *, target="mesh:32x32", dtype="f32", seq=16, max_seq=32,
-                grids: dict | None = None, strategy: str = "min-pes", chunk: int = 0):
+                grids: dict | None = None, strategy: str = "min-pes", chunk: int = 0,
+                double_buffer: int = 2):
     """(tile module, shards, manifest) of a canonical graph; `grids` overrides the planner."""
     t = load_target(target)
     km = partition(graph)
     km.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
-    ctx = LowerCtx(dtype, seq, max_seq, weights, chunk)
+    ctx = LowerCtx(dtype, seq, max_seq, weights, chunk, cost=CostModel(t),
+                   double_buffer=double_buffer)
     plan(km, ctx, t, estimate_region, strategy=strategy)
     origins, x, y, row_h = {}, 0, 0, 0
     for k in km.walk():

@@ -16,7 +16,9 @@ ARCHS = ("gpt2", "bigcode", "llama", "qwen2")
 def tiny_config(arch: str, *, layers: int = 2, attn_impl: str = "sdpa", **overrides):
     from transformers import GPT2Config, GPTBigCodeConfig, LlamaConfig, Qwen2Config
 
-    common = dict(vocab_size=256, bos_token_id=0, eos_token_id=0)
+    # a wide initialisation: the default (0.02) leaves tiny models' logits so flat that greedy
+    # decoding repeats one token, which a broken decode step would reproduce just as well
+    common = dict(vocab_size=256, bos_token_id=0, eos_token_id=0, initializer_range=0.2)
     if arch == "gpt2":
         cfg = GPT2Config(n_layer=layers, n_embd=64, n_head=4, n_positions=128, **common)
     elif arch == "bigcode":

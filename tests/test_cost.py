@@ -10,7 +10,7 @@ import pytest
 
 from wsc.ir import tile as t
 from wsc.ir.layout import REPLICATED, Layout, split_cols
-from wsc.passes.tile_builder import RegionBuilder
+from wsc.passes.tile_builder import Inbound, RegionBuilder
 from wsc.machine.cost import CostModel
 from wsc.machine.target import load_target
 
@@ -63,8 +63,14 @@ def test_tree_reduce_is_sublinear_in_the_line_length():
     assert flat == sorted(flat) and tree == sorted(tree)
     assert tree[2] < flat[2]  # two levels beat a chain on a long line
     assert tree[2] / tree[0] < 256 / 16
-    # a chain of n PEs: max(contention, E/N + L) + (2ρ + 1) * depth, with w = 16 wavelets
-    assert COST.chain_reduce(nbytes, 5) == max(16, 16 + 4) + 5 * 4
+    # five PEs streaming into the middle one: max(C, E/N + L) + (2ρ + 1) * D with w = 16
+    # wavelets, L = D = 2 (both halves run at once), plus one task activation
+    act = WSE3.task_activation_cycles
+    assert COST.chain_to_centre(nbytes, 5) == max(16, 16 + 2) + 5 * 2 + act
+    # groups spaced 9 hops apart pay the spacing on the longest path, not on the depth
+    assert COST.chain_to_centre(nbytes, 5, stride=9) == 16 + 18 + 5 * 2 + act
+    # and the middle multicasts back: 2ρ + ceil((n - 1) / 2) hops + w
+    assert COST.broadcast(nbytes, 5) == 4 + 2 + 16 + act
 
 
 def test_a_sum_of_squares_is_a_dot_product_at_the_operands_fmac_rate():
@@ -88,7 +94,7 @@ def _attn_finish_cycles(rows: int, heads: int, head_dim: int) -> float:
 
     grid = (1, 2)
     lay = Layout((rows, heads * head_dim), grid, REPLICATED, split_cols(2))
-    b = RegionBuilder("r", "test", grid, inputs={("input", 0): ("in", None)},
+    b = RegionBuilder("r", "test", grid, inputs={("input", 0): Inbound("in")},
                       outputs={0: ["out"]})
     acc = b.buffer("acc", lay.tile, "f32", layout=lay)
     b.recv(acc, ("input", 0))

@@ -70,14 +70,41 @@ def test_eager_attention_traces_the_same_model(checkpoints, tmp_path):
     assert compare(logits, reference_logits(checkpoints["gpt2"], ids)).rel_l2_err <= 1e-5
 
 
+def teacher_forced(ckpt: Path, ids: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """torch's logits for every generation step, given the prompt and the tokens before it."""
+    seq = np.concatenate([ids, tokens[:-1]])
+    return reference_logits(ckpt, seq)[len(ids) - 1:]
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "bigcode", "llama", "qwen2"])
 def test_greedy_generation_matches_transformers(checkpoints, tmp_path, arch):
     bundle = compile_bundle(checkpoints[arch], tmp_path / "g.wsc", target="mesh:32x32",
                             dtype="fp32", seq_len=16, max_seq=64, prefill_chunk=8)
     ids = prompt(16, seed=11)
     gen = Simulator.open(bundle).generate(ids, 32)
+    assert len(set(gen.tokens)) >= 8, "a model whose greedy output barely varies tests little"
     assert gen.tokens == reference_generate(checkpoints[arch], ids, 32)
+    # every step's logits, not only their argmax
+    ref = teacher_forced(checkpoints[arch], ids, gen.tokens)
+    for step, (got, want) in enumerate(zip(gen.step_logits, ref)):
+        assert compare(got, want).rel_l2_err <= 1e-5, f"step {step}"
     assert gen.ttft_s > 0 and gen.tokens_per_s > 0
+
+
+@pytest.mark.parametrize("arch,dtype", [("llama", "fp16"), ("gpt2", "bf16")])
+def test_narrow_decode_stays_within_tolerance(checkpoints, tmp_path, arch, dtype):
+    """fp16/bf16 decode: each step's logits against torch on the same prefix (teacher forcing,
+    so one rounding-induced flip does not compound)."""
+    from wsc.simulate import TOLERANCE
+
+    bundle = compile_bundle(checkpoints[arch], tmp_path / "n.wsc", target="mesh:32x32",
+                            dtype=dtype, seq_len=16, max_seq=48, prefill_chunk=8)
+    ids = prompt(16, seed=12)
+    gen = Simulator.open(bundle).generate(ids, 24)
+    ref = teacher_forced(checkpoints[arch], ids, gen.tokens)
+    rel_tol, top1_tol = TOLERANCE[{"fp16": "f16", "bf16": "bf16"}[dtype]]
+    agree = compare(np.stack(gen.step_logits), ref)
+    assert agree.rel_l2_err <= rel_tol and agree.top1_agree >= top1_tol, agree
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -109,3 +136,41 @@ def test_prefill_of_the_last_logits_only(checkpoints, tmp_path):
     assert logits.shape == (1, 256)
     assert compare(logits, reference_logits(checkpoints["qwen2"], ids)[-1:]).rel_l2_err <= 1e-5
     assert sim.generate(ids, 8).tokens == reference_generate(checkpoints["qwen2"], ids, 8)
+
+
+def tight_target(path: Path, buffer_bytes: int) -> Path:
+    """A 32x32 mesh of WSE-3 PEs with only `buffer_bytes` of SRAM per PE for buffers."""
+    from wsc.machine.target import load_target
+
+    t = load_target("mesh:32x32")
+    fabric = ("width", "height", "usable_width", "usable_height", "colors", "hop_latency_cycles",
+              "ramp_latency_cycles", "wavelet_bytes", "link_wavelets_per_cycle")
+    fields = {**t.as_dict(), "sram_bytes": buffer_bytes + t.sram_reserve_bytes, "name": "tight"}
+    lines = [f'name = "tight"', "[fabric]"]
+    lines += [f"{k} = {fields[k]!r}" for k in fabric]
+    lines += ["[pe]"] + [f"{k} = {v!r}" for k, v in fields.items()
+                         if k not in fabric and k not in ("name", "description")]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_sram_tight_plans_and_in_place_shifts_compute_the_same(checkpoints, tmp_path):
+    """The smallest grids that fit a small SRAM: weights that cannot be double-buffered shift
+    in place through staging, every buffer is at the edge of the budget, and the numbers and
+    tokens are still torch's."""
+    from wsc.ir import tile as t
+
+    target = tight_target(tmp_path / "tight.toml", 6144)
+    bundle = compile_bundle(checkpoints["llama"], tmp_path / "t.wsc", target=str(target),
+                            dtype="fp32", seq_len=16, max_seq=40, prefill_chunk=8, plan="min-pes")
+    sim = Simulator.open(bundle)
+    in_place = [op for prog in sim.programs.values() for r in prog.regions for op in r.op.walk()
+                if isinstance(op, t.ShiftOp) and op.staging is not None
+                and t.buffer_of(op.src).weight is not None]
+    assert in_place, "no weight shifted in place: the test would not exercise that path"
+    peak = max(m.sram.shape[-1] for m in sim.memory.values())
+    assert peak > 0.8 * sim.target.buffer_budget
+    ids = prompt(16, seed=13)
+    logits, _ = sim.prefill(ids)
+    assert compare(logits, reference_logits(checkpoints["llama"], ids)).rel_l2_err <= 1e-5
+    assert sim.generate(ids, 16).tokens == reference_generate(checkpoints["llama"], ids, 16)

@@ -10,7 +10,7 @@ from xdsl.ir import Block, Region
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.tile_builder import RegionBuilder
+from wsc.passes.tile_builder import Inbound, RegionBuilder
 from wsc.runtime_sim.memory import RegionMemory
 from wsc.runtime_sim.scheduler import LoadedProgram, ProgramRun
 from wsc.machine.cost import CostModel
@@ -21,9 +21,10 @@ GRIDS = [(1, 1), (1, 5), (5, 1), (2, 2), (3, 4), (4, 3)]
 rng = np.random.default_rng(0)
 
 
-def run(builders: list[RegionBuilder], inputs: dict[str, np.ndarray], *, pos0: int = 0,
-        extra_channels=()):
-    """Run one program made of the given regions; host channels are inferred from names."""
+def run(builders: list[RegionBuilder], inputs: dict, *, pos0: int = 0, extra_channels=(),
+        trace: bool = False, functional: bool = True):
+    """Run one program made of the given regions; host channels are inferred from names. An
+    input is one message, or a list of them."""
     regions = [b.finish((0, 0)) for b in builders]
     chans = []
     names = {r.sym_name.data for r in regions}
@@ -50,12 +51,14 @@ def run(builders: list[RegionBuilder], inputs: dict[str, np.ndarray], *, pos0: i
         mem.reserve(RegionMemory.high_water([r.op]))
         memory[r.name] = mem
     assert names == set(memory)
-    return ProgramRun(loaded, memory, CostModel(TARGET), pos0=pos0,
-                      inputs={k: [v] for k, v in inputs.items()}).run()
+    msgs = {k: (v if isinstance(v, list) else [v]) for k, v in inputs.items()}
+    return ProgramRun(loaded, memory if functional else {}, CostModel(TARGET), pos0=pos0,
+                      inputs={k: (m if functional else None) for k, m in msgs.items()},
+                      trace=trace, functional=functional).run()
 
 
 def region(grid, name="r") -> RegionBuilder:
-    return RegionBuilder(name, "test", grid, inputs={("input", 0): ("in", None)},
+    return RegionBuilder(name, "test", grid, inputs={("input", 0): Inbound("in")},
                          outputs={0: ["out"]})
 
 
@@ -73,11 +76,77 @@ def test_shift_is_a_rotation_and_tracked(grid, axis, by):
     g = rng.standard_normal((11, 7)).astype(np.float32)
     lay = Layout(g.shape, grid, split_rows(grid[0]), split_cols(grid[1]))
     b, x = io_region(grid, lay)
-    b.op(t.ShiftOp, [x], axis=axis, by=by, interleaved=True)
+    b.shift(x, axis=axis, by=by)
     b.send(x)
     # the layout plus the tracked rotation still name every element correctly
     r = run([b], {"in": g})
     np.testing.assert_array_equal(r.outputs["out"], g)
+
+
+@pytest.mark.parametrize("into", ["in place", "into a second buffer"])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_shift_moves_the_data(axis, into):
+    """Added to an unshifted buffer of the same layout, a shifted one contributes its
+    neighbour's block: the data moved, not only the bookkeeping of where it is."""
+    grid = (3, 4)
+    g = rng.standard_normal((6, 8)).astype(np.float32)
+    lay = Layout(g.shape, grid, split_rows(3), split_cols(4))
+    b, x = io_region(grid, lay)
+    y = b.buffer("y", lay.tile, "f32", layout=lay)
+    b.op(t.CopyOp, [x, y])
+    if into == "in place":
+        b.shift(x, axis=axis, by=1)
+        moved = x
+    else:
+        moved = b.buffer("x2", lay.tile, "f32", layout=lay)
+        b.shift(x, axis=axis, by=1, dst=moved)
+    z = b.buffer("z", lay.tile, "f32", layout=lay)
+    b.op(t.BinaryOp, [moved, y, z], fn="add")
+    b.send(z)
+    tiles = lay.scatter(g)
+    want = lay.gather(np.roll(tiles, 1, axis=axis) + tiles)
+    np.testing.assert_allclose(run([b], {"in": g}).outputs["out"], want, rtol=1e-6)
+
+
+def centre_rooted(values: list[np.float32], group: int) -> np.float32:
+    """One level of the tree, by hand: each group sums from both ends into its middle PE
+    (left partial, right partial, root), then the roots do the same."""
+    roots = []
+    for i in range(0, len(values), group):
+        v = values[i:i + group]
+        c = len(v) // 2 if len(v) == group else group // 2
+        left = v[0] if c > 0 else None
+        for x in v[1:c]:
+            left = np.float32(left + x)
+        right = None
+        for x in reversed(v[c + 1:]):
+            right = x if right is None else np.float32(right + x)
+        root = v[c] if c < len(v) else np.float32(0)
+        root = root if right is None else np.float32(right + root)
+        root = root if left is None else np.float32(left + root)
+        roots.append(root)
+    return roots[0] if len(roots) == 1 else centre_rooted(roots, group)
+
+
+def test_the_tree_adds_in_the_order_its_levels_describe():
+    """Values whose fp32 sum depends on the order: the simulator's all-reduce over a line of 9
+    PEs in two levels (groups of 3) is exactly the centre-rooted tree's sum."""
+    vals = np.array([-0.0012459110002964735, -73.22673797607422, -5442.58984375,
+                     -0.0316300168633461, 411.6305236816406, 104251.3359375,
+                     -1.2853466272354126, 136.64634704589844, -6651946.5], np.float32)
+    n = vals.size
+    lay = Layout((n, 1), (n, 1), split_rows(n))
+    b, x = io_region((n, 1), lay)
+    s = b.buffer("s", (1, 1), "f32", layout=Layout((1, 1), (n, 1)))
+    b.op(t.CopyOp, [x, s])
+    b.op(t.AllReduceOp, [s, b.scratch((1, 1))], axis=0, fn="sum", levels=2)
+    b.send(s)
+    got = run([b], {"in": vals[:, None]}).outputs["out"][0, 0]
+    assert got == centre_rooted(list(vals), 3)
+    in_order = np.float32(0)
+    for v in vals:
+        in_order = np.float32(in_order + v)
+    assert got != in_order and got != vals.sum(dtype=np.float32)  # the order shows
 
 
 @pytest.mark.parametrize("grid", GRIDS)
@@ -90,11 +159,11 @@ def test_allreduce_tree(grid, axis, fn):
     g = blocks.transpose(0, 2, 1, 3).reshape(R * 2, C * 3)
     lay = Layout(g.shape, grid, split_rows(R), split_cols(C))
     b, x = io_region(grid, lay)
-    b.op(t.AllReduceOp, [x], axis=axis, fn=fn, levels=2)
+    b.allreduce(x, axis=axis, fn=fn)
     b.send(x)
     got = run([b], {"in": g}).outputs["out"].reshape(R, 2, C, 3).transpose(0, 2, 1, 3)
-    want = getattr(blocks, fn)(axis=axis, keepdims=True)
-    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-6)
+    want = getattr(blocks.astype(np.float64), fn)(axis=axis, keepdims=True)
+    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("grid", [(1, 1), (2, 1), (3, 1), (4, 2)])
@@ -113,10 +182,10 @@ def test_attn_merge_is_softmax_over_all_rows(grid):
         g = arr.reshape(R, C, -1).transpose(0, 1, 2).reshape(R, C * arr.reshape(R, C, -1).shape[-1])
         lays[name] = Layout(g.shape, grid, split_rows(R), split_cols(C))
         buf = b.buffer(name, lays[name].tile, "f32", layout=lays[name])
-        b.inputs[("input", len(bufs))] = (f"in{name}", None)
+        b.inputs[("input", len(bufs))] = Inbound(f"in{name}")
         b.recv(buf, ("input", len(bufs)))
         bufs.append((buf, g))
-    b.op(t.AttnMergeOp, [v for v, _ in bufs], axis=0, heads=heads, head_dim=hd, levels=2)
+    b.attn_merge(*(v for v, _ in bufs), axis=0, heads=heads, head_dim=hd)
     out = b.buffer("o", lays["acc"].tile, "f32", layout=lays["acc"])
     b.op(t.AttnFinishOp, [bufs[2][0], bufs[1][0], out], heads=heads, head_dim=hd)
     b.send(out)
@@ -157,7 +226,7 @@ def test_reduce_skips_padding(fn):
     b.op(t.UnaryOp, [x, x], fn="exp")  # padding becomes exp(0) = 1, which must not count
     s = b.buffer("s", (lay.tile[0], 1), "f32")
     b.op(t.ReduceOp, [x, s], fn=fn, dim=1)
-    b.op(t.AllReduceOp, [s], axis=1, fn="sum", levels=2)
+    b.allreduce(s, axis=1)
     b.op(t.BinaryOp, [x, s, x], fn="div")
     b.send(x)
     e = np.exp(g)
@@ -172,7 +241,7 @@ def test_channel_changes_layout_and_takes_a_window():
     a, x = io_region((3, 2), a_lay)
     a.outputs = {0: ["c"]}
     a.send(x)
-    b = RegionBuilder("s", "test", (2, 2), inputs={("input", 0): ("c", (0, 9, 4, 9))},
+    b = RegionBuilder("s", "test", (2, 2), inputs={("input", 0): Inbound("c", (0, 9, 4, 9))},
                       outputs={0: ["out"]})
     y = b.buffer("y", b_lay.tile, "f32", layout=b_lay)
     b.recv(y, ("input", 0))
@@ -184,8 +253,8 @@ def test_channel_changes_layout_and_takes_a_window():
 def test_a_receive_that_can_never_be_matched_is_a_deadlock_naming_region_and_op():
     # each region waits for the other's send before sending: a cycle
     lay = Layout((1, 1), (1, 1))
-    a = RegionBuilder("a", "test", (1, 1), inputs={("input", 0): ("c2", None)}, outputs={0: ["c1"]})
-    b = RegionBuilder("b", "test", (1, 1), inputs={("input", 0): ("c1", None)}, outputs={0: ["c2"]})
+    a = RegionBuilder("a", "test", (1, 1), inputs={("input", 0): Inbound("c2")}, outputs={0: ["c1"]})
+    b = RegionBuilder("b", "test", (1, 1), inputs={("input", 0): Inbound("c1")}, outputs={0: ["c2"]})
     for r in (a, b):
         x = r.buffer("x", (1, 1), "f32", layout=lay)
         r.recv(x, ("input", 0))
@@ -197,7 +266,7 @@ def test_a_receive_that_can_never_be_matched_is_a_deadlock_naming_region_and_op(
 def test_the_verifier_rejects_a_receive_without_a_send():
     from xdsl.utils.exceptions import VerifyException
 
-    b = RegionBuilder("consumer", "test", (1, 1), inputs={("input", 0): ("c", None)})
+    b = RegionBuilder("consumer", "test", (1, 1), inputs={("input", 0): Inbound("c")})
     b.recv(b.buffer("y", (1, 1), "f32", layout=Layout((1, 1), (1, 1))), ("input", 0))
     a = RegionBuilder("producer", "test", (1, 1))
     with pytest.raises(VerifyException, match="channel c: expected one send in producer"):
@@ -224,7 +293,7 @@ def test_persistent_buffers_must_end_where_they_started():
     lay = Layout((4, 4), (2, 1), split_rows(2))
     b = region((2, 1))
     w = b.buffer("w", lay.tile, "f32", layout=lay, persistent=True)
-    b.op(t.ShiftOp, [w], axis=0, by=1)
+    b.shift(w, axis=0, by=1)
     with pytest.raises(SimulationError, match="persistent buffer w ends the program rotated"):
         run([b], {})
 

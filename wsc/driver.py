@@ -25,6 +25,7 @@ from wsc.ir import print_module
 from wsc.ir.attrs import ints
 from wsc.ir.kernel import SRAM_BUDGET_ATTR, KernelOp
 from wsc.ir.tile import verify_persistent
+from wsc.machine.cost import CostModel
 from wsc.machine.target import Target, load_target
 
 STAGES = ("graph", "kernel", "placed", "tile", "bundle")
@@ -190,7 +191,8 @@ class Pipeline:
 
         max_seq = o.max_seq or min(_context_length(loaded.config), max(o.seq_len, 2048))
         max_seq = max(max_seq, o.seq_len)
-        ctx = LowerCtx(o.dtype, o.seq_len, max_seq, imported.weights, o.prefill_chunk)
+        ctx = LowerCtx(o.dtype, o.seq_len, max_seq, imported.weights, o.prefill_chunk,
+                       cost=CostModel(t))
         kmodule = self.stage("partition", partition, graph)
         kmodule.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
         if o.prefill_logits == "last":

@@ -39,10 +39,10 @@ def build_region(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, phase: str, 
     """
     last_row = k.last_row is not None
     b = None
-    for db in (2, 1, 0):
+    for db in range(ctx.double_buffer, -1, -1):
         fx, module = k.source
         b = RegionBuilder(k.kernel_name, k.KIND, grid, module, dict(inputs or {}),
-                          dict(outputs or {}))
+                          dict(outputs or {}), ctx.cost)
         lctx = replace(ctx, double_buffer=db)
         if phase == "prefill" and last_row:
             b.recv_repeat = ctx.chunks
@@ -58,9 +58,4 @@ def build_region(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, phase: str, 
     return b
 
 
-def footprint(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, budget: int) -> int:
-    """Bytes per PE the kernel needs on `grid` (the larger of its two phases)."""
-    return max(build_region(k, grid, ctx, p, budget=budget).allocate() for p in PHASES)
-
-
-__all__ = ["ALGORITHMS", "PHASES", "LowerCtx", "algorithm", "build_region", "footprint"]
+__all__ = ["ALGORITHMS", "PHASES", "LowerCtx", "algorithm", "build_region"]

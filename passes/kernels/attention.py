@@ -24,7 +24,7 @@ from wsc.ir import tile as t
 from wsc.ir.kernel import AttentionKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
 from wsc.passes.kernels.common import (
-    M_INIT, REDUCE_LEVELS, LowerCtx, ladder, lower_result,
+    M_INIT, LowerCtx, ladder, lower_result,
 )
 from wsc.passes.tile_builder import RegionBuilder
 
@@ -95,16 +95,17 @@ def lower(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, phase: str) -> No
                   causal=k.causal is not None)
     b.op(t.KvWriteOp, [kk, kc])
     b.op(t.KvWriteOp, [v, vc])
+    scores = b.scratch((rows, c_lay.tile[0]))  # one head's block of scores at a time
     if phase == "prefill":
         # K/V stay in the cache; the queries and their softmax state visit every row
         with b.loop(R):
-            b.op(t.AttendOp, [q, kc, vc, m, l, acc], **attend)
+            b.op(t.AttendOp, [q, kc, vc, m, l, acc, scores], **attend)
             if R > 1:
                 for buf in (q, m, l, acc):
-                    b.op(t.ShiftOp, [buf], axis=0, by=-1, interleaved=True)
+                    b.shift(buf, axis=0)
     else:
-        b.op(t.AttendOp, [q, kc, vc, m, l, acc], **attend)
-        b.op(t.AttnMergeOp, [m, l, acc], axis=0, heads=hq, head_dim=hd, levels=REDUCE_LEVELS)
+        b.op(t.AttendOp, [q, kc, vc, m, l, acc, scores], **attend)
+        b.attn_merge(m, l, acc, axis=0, heads=hq, head_dim=hd)
 
     def finish(dst) -> None:
         b.op(t.AttnFinishOp, [acc, l, dst], heads=hq, head_dim=hd)

@@ -15,11 +15,11 @@ from wsc.ir import tile as t
 from wsc.ir.attrs import shape_of
 from wsc.ir.kernel import KernelOp, YieldOp
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
+from wsc.machine.cost import CostModel
 from wsc.passes.tile_builder import RegionBuilder
 
 PHASES = ("prefill", "decode")
 M_INIT = -3.0e38  # running max before any key: finite, so masked rows never make NaN
-REDUCE_LEVELS = 2  # two-level trees (DESIGN §4: K=2 is the usual choice)
 
 
 @dataclass
@@ -29,7 +29,9 @@ class LowerCtx:
     max_seq: int  # KV cache positions
     weights: Mapping[str, Any]  # the frontend's weight store (arrays, or shapes when plan-only)
     chunk: int = 0  # prefill tokens per chunk (0: the whole prompt at once)
-    double_buffer: int = 2  # 2: operands and weights, 1: operands only, 0: none
+    double_buffer: int = 2  # at most: 2 operands and weights, 1 operands only, 0 none
+    cost: CostModel | None = None  # the target's costs, which choose collective tree depths
+    accumulate: str = "f32"  # linear layers' accumulators: f32, or f16 as WaferLLM does
 
     def tokens(self, phase: str) -> int:
         """Tokens one pass of a kernel's program processes: a prefill chunk, or one."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import EmbeddingKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
-from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue
+from wsc.passes.kernels.common import LowerCtx, ladder, lower_epilogue
 from wsc.passes.tile_builder import RegionBuilder
 
 
@@ -68,10 +68,10 @@ def lower(b: RegionBuilder, k: EmbeddingKernel, ctx: LowerCtx, phase: str) -> No
                 b.op(t.GatherOp, [table, key, acc], accumulate=True)
             if R > 1:
                 for buf in (acc, *keys):
-                    b.op(t.ShiftOp, [buf], axis=0, by=-1, interleaved=True)
+                    b.shift(buf, axis=0)
     else:
         for i, (table, key) in enumerate(zip(tables, keys)):
             b.op(t.GatherOp, [table, key, acc], accumulate=i > 0)
-        b.op(t.AllReduceOp, [acc], axis=0, fn="sum", levels=REDUCE_LEVELS)
+        b.allreduce(acc, axis=0)
     for i, out in enumerate(lower_epilogue(b, k, ctx, acc, out_lay)):
         b.send(out, i)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import LinearKernel
 from wsc.ir.layout import REPLICATED, Layout, skewed, split_cols, split_rows
-from wsc.passes.kernels.common import REDUCE_LEVELS, LowerCtx, ladder, lower_epilogue, row_vector
+from wsc.passes.kernels.common import LowerCtx, ladder, lower_epilogue, row_vector
 from wsc.passes.tile_builder import RegionBuilder
 
 
@@ -57,13 +57,13 @@ def lower(b: RegionBuilder, k: LinearKernel, ctx: LowerCtx, phase: str) -> None:
     if k.bias is not None:
         bias = b.weight("b", row_vector(y_lay, y_lay.shape[1]), dt, ctx.matrix(k.bias.data))
     x = b.buffer("x", x_lay.tile, dt, layout=x_lay)
-    acc = b.buffer("acc", y_lay.tile, "f32", layout=y_lay)
+    acc = b.buffer("acc", y_lay.tile, ctx.accumulate, layout=y_lay)
     b.recv(x, ("input", 0))
     if phase == "prefill":
         _cannon(b, k, ctx, P, x, w, acc, x_lay, w_lay)
     else:
         b.op(t.MatmulOp, [x, w, acc])
-        b.op(t.AllReduceOp, [acc], axis=0, fn="sum", levels=REDUCE_LEVELS)
+        b.allreduce(acc, axis=0)
     if bias is not None:
         b.op(t.BinaryOp, [acc, bias, acc], fn="add")
     for i, out in enumerate(lower_epilogue(b, k, ctx, acc, y_lay)):
@@ -78,15 +78,15 @@ def _cannon(b: RegionBuilder, k, ctx: LowerCtx, P: int, x, w, acc, x_lay: Layout
     w2 = b.buffer("w_next", w_lay.tile, ctx.dtype, layout=w_lay) if db_w else None
     with b.loop(P):
         if db_x:
-            b.op(t.ShiftOp, [x, x2], axis=1, by=-1, interleaved=True)
+            b.shift(x, axis=1, dst=x2)
         if db_w:
-            b.op(t.ShiftOp, [w, w2], axis=0, by=-1, interleaved=True)
+            b.shift(w, axis=0, dst=w2)
         b.op(t.MatmulOp, [x, w, acc], accumulate=True)
         if db_x:
             b.op(t.SwapOp, [x, x2])
         elif P > 1:
-            b.op(t.ShiftOp, [x], axis=1, by=-1, interleaved=True)
+            b.shift(x, axis=1)
         if db_w:
             b.op(t.SwapOp, [w, w2])
         elif P > 1:
-            b.op(t.ShiftOp, [w], axis=0, by=-1, interleaved=True)
+            b.shift(w, axis=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from wsc.ir import tile as t
 from wsc.ir.kernel import NormKernel
 from wsc.passes.kernels.common import (
-    REDUCE_LEVELS, LowerCtx, lower_result, row_vector, rowwise_grids, rowwise_layout,
+    LowerCtx, lower_result, row_vector, rowwise_grids, rowwise_layout,
 )
 from wsc.passes.tile_builder import RegionBuilder
 
@@ -44,7 +44,7 @@ def lower(b: RegionBuilder, k: NormKernel, ctx: LowerCtx, phase: str) -> None:
 
     def row_mean(src, fn: str = "sum") -> None:  # stat = mean over the full row of fn(src)
         b.op(t.ReduceOp, [src, stat], fn=fn, dim=1)
-        b.op(t.AllReduceOp, [stat], axis=1, fn="sum", levels=REDUCE_LEVELS)
+        b.allreduce(stat, axis=1)
         b.op(t.ScalarOp, [stat, stat], fn="mul", value=1.0 / D)
 
     if k.norm.data == "layer":

@@ -32,14 +32,26 @@ Fabric (a region's PEs act in parallel; a collective costs its slowest line):
     plain ring pays `d = n - 1` for its wrap-around link.
   * reduce trees follow Luczynski et al., "Near-Optimal Wafer-Scale Reduce" (HPDC'24):
     `T = max(C, E/N + L) + (2ρ + 1) * D` with C the wavelets on the busiest link, E/N the
-    average wavelets per link, L the longest path in hops and D the dependent depth. A
-    `levels`-level tree over `n` PEs is `levels` chain reductions over groups of
-    `g = ceil(n ** (1/levels))`; an all-reduce adds a multicast broadcast back over the line
-    (`2ρ + (n-1)*h + wavelets`).
-  * a channel between regions: `2ρ + hops*h + ceil(b / (lanes * Bw)) * contention`, where
-    `lanes` is the number of parallel links the transfer spreads over (the smaller of the two
-    regions' facing sides) and `contention >= 1` is the busiest link's load on the route
-    divided by this transfer's bytes (from placement's routing).
+    average wavelets per link, L the longest path in hops and D the dependent depth. The
+    trees are centre-rooted, as WaferLLM's MeshGEMV (OSDI'25) builds them: a `K`-level tree
+    over a line of `n` PEs cuts it into groups of `g = ceil(n ** (1/K))`; each group streams
+    its partials from both ends towards the PE in its middle, adding as they pass (so every
+    link carries the message once: C = E/N = w, and L = D = ceil((g - 1) / 2) steps of the
+    level's spacing); the next level does the same over the group roots, spaced `g` apart,
+    and the last root — the middle of the line — multicasts the result back both ways
+    (`2ρ + ceil((n - 1) / 2) * h + w`). Every phase (each level, and the broadcast) costs
+    `task_activation_cycles` more: the fabric task every PE of the phase must be woken for
+    and the DSDs it sets up. The number of levels is chosen per size (`tree_levels`): the
+    cheapest from 1 to `MAX_LEVELS`.
+  * a transfer between regions (`transfer`): `2ρ + (hops + traverse) * h + ceil(max(lane,
+    distinct / lanes) / Bw * contention)`. The receiver needs every block on every PE that
+    holds it: data enters a region through one side and is multicast along each line of PEs
+    behind it (the receiver's rows: placement puts every input port on a vertical side), so
+    the line that must see the most distinct bytes (`lane`, from the receiver's layout) bounds
+    the time, and so does the sender, which puts each distinct byte on the fabric once over
+    its `lanes` facing links. `traverse` is the hops the stream runs inside the two regions
+    (from the sender's far column to its edge, along the receiver's rows), `contention >= 1`
+    the busiest link's load on the route over this transfer's bytes (placement's routing).
 """
 
 from __future__ import annotations
@@ -61,8 +73,8 @@ class CostModel:
 
     # --- compute ------------------------------------------------------------------------
 
-    def matmul(self, m: int, k: int, n: int, dtype: str) -> int:
-        wf = self.target.fmacs_per_cycle(dtype)
+    def matmul(self, m: int, k: int, n: int, dtype: str, accumulate: str = "f32") -> int:
+        wf = self.target.fmacs_per_cycle(dtype, accumulate)
         o = self.target.instruction_overhead_cycles
         return int(min(k * (o + ceil_div(m * n, wf)), m * n * (o + ceil_div(k, wf))))
 
@@ -96,46 +108,73 @@ class CostModel:
         body = ceil_div(nbytes, lanes * self.link_bytes_per_cycle) * max(1.0, contention)
         return int(2 * t.ramp_latency_cycles + hops * t.hop_latency_cycles + math.ceil(body))
 
+    def transfer(self, lane_bytes: int, distinct_bytes: int, lanes: int, hops: int, *,
+                 traverse: int = 0, contention: float = 1.0) -> int:
+        """A message between regions: the receiver's busiest line, or the sender's links."""
+        t = self.target
+        need = max(lane_bytes, ceil_div(distinct_bytes, max(1, lanes)))
+        body = ceil_div(need, self.link_bytes_per_cycle) * max(1.0, contention)
+        return int(2 * t.ramp_latency_cycles + (hops + traverse) * t.hop_latency_cycles
+                   + math.ceil(body))
+
     def shift(self, nbytes: int, n: int, *, interleaved: bool) -> int:
         if n <= 1:
             return 0
         hops = 1 if n == 2 else (2 if interleaved else n - 1)
         return self.stream(nbytes, hops)
 
-    def chain_reduce(self, nbytes: int, n: int, stride: int = 1) -> int:
-        """HPDC'24 reduce of `n` PEs spaced `stride` hops apart, pipelined along a chain."""
+    def chain_to_centre(self, nbytes: int, n: int, stride: int = 1, step_cycles: float = 0) -> int:
+        """HPDC'24 reduce of `n` PEs spaced `stride` hops apart, both halves streaming into the
+        middle one; `step_cycles` is extra work each PE does before it can pass a partial on."""
         if n <= 1:
             return 0
         t = self.target
-        w = self.wavelets(nbytes) / self.target.link_wavelets_per_cycle
-        longest = (n - 1) * stride * t.hop_latency_cycles
-        contention = w  # every link of the chain carries the full message once
-        avg = w  # E/N: each of the (n-1)*stride links carries w wavelets
-        depth = n - 1
-        return int(math.ceil(max(contention, avg + longest) + (2 * t.ramp_latency_cycles + 1) * depth))
+        w = self.wavelets(nbytes) / t.link_wavelets_per_cycle
+        depth = math.ceil((n - 1) / 2)
+        longest = depth * stride * t.hop_latency_cycles
+        # every link of either half carries the message once: C = E/N = w
+        per_step = 2 * t.ramp_latency_cycles + 1 + step_cycles
+        return int(math.ceil(w + longest + per_step * depth + t.task_activation_cycles))
 
-    def tree_reduce(self, nbytes: int, n: int, levels: int) -> int:
-        if n <= 1:
-            return 0
-        levels = max(1, levels)
-        g = max(2, math.ceil(n ** (1.0 / levels)))
-        total, span, remaining = 0, 1, n
-        for _ in range(levels):
-            if remaining <= 1:
-                break
-            group = min(g, remaining)
-            total += self.chain_reduce(nbytes, group, span)
-            span *= group
-            remaining = math.ceil(remaining / group)
+    def tree_reduce(self, nbytes: int, n: int, levels: int, step_cycles: float = 0) -> int:
+        """A `levels`-level centre-rooted tree over a line of `n` PEs."""
+        total = 0
+        for group, stride in tree_phases(n, levels):
+            total += self.chain_to_centre(nbytes, group, stride, step_cycles)
         return total
 
     def broadcast(self, nbytes: int, n: int) -> int:
+        """The root in the middle of the line multicasts to both ends."""
         if n <= 1:
             return 0
-        return self.stream(nbytes, n - 1)
+        return self.stream(nbytes, math.ceil((n - 1) / 2)) + int(self.target.task_activation_cycles)
 
-    def allreduce(self, nbytes: int, n: int, levels: int) -> int:
-        return self.tree_reduce(nbytes, n, levels) + self.broadcast(nbytes, n)
+    def allreduce(self, nbytes: int, n: int, levels: int, step_cycles: float = 0) -> int:
+        return self.tree_reduce(nbytes, n, levels, step_cycles) + self.broadcast(nbytes, n)
+
+    def tree_levels(self, nbytes: int, n: int, step_cycles: float = 0) -> int:
+        """The cheapest number of tree levels for an all-reduce of `nbytes` over `n` PEs."""
+        costs = [(self.allreduce(nbytes, n, k, step_cycles), k) for k in range(1, MAX_LEVELS + 1)]
+        return min(costs)[1]
 
     def seconds(self, cycles: float) -> float:
         return cycles / self.target.clock_hz
+
+
+MAX_LEVELS = 4
+
+
+def tree_phases(n: int, levels: int) -> list[tuple[int, int]]:
+    """(group size, spacing in PEs) of each level of a `levels`-level tree over `n` PEs."""
+    if n <= 1:
+        return []
+    g = max(2, math.ceil(n ** (1.0 / max(1, levels))))
+    out, stride, remaining = [], 1, n
+    for _ in range(max(1, levels)):
+        if remaining <= 1:
+            break
+        group = min(g, remaining)
+        out.append((group, stride))
+        stride *= group
+        remaining = math.ceil(remaining / group)
+    return out

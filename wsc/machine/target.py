@@ -46,6 +46,7 @@ class Target:
     mem_write_bytes_per_cycle: int
     instruction_overhead_cycles: float
     transcendental_cycles: float
+    task_activation_cycles: float  # per collective phase: wake the fabric task, set up DSDs
 
     @property
     def buffer_budget(self) -> int:
@@ -56,13 +57,13 @@ class Target:
     def pe_count(self) -> int:
         return self.usable_width * self.usable_height
 
-    def fmacs_per_cycle(self, dtype: str) -> int:
-        """FMACs per cycle for a dot product whose operands are stored as `dtype`.
-
-        Matmuls always accumulate in fp32 (DESIGN §9), so fp16/bf16 operands use the mixed
-        fp16→fp32 instruction (`@fmachs`), fp32 operands the fp32 one.
-        """
-        return self.fmac_fp32 if dtype == "f32" else self.fmac_mixed
+    def fmacs_per_cycle(self, dtype: str, accumulate: str = "f32") -> int:
+        """FMACs per cycle for a dot product whose operands are stored as `dtype`, summing in
+        `accumulate`: fp16/bf16 operands into fp32 use the mixed instruction (`@fmachs`), into
+        fp16 the plain fp16 one (`@fmach`, as WaferLLM does); fp32 operands the fp32 one."""
+        if dtype == "f32":
+            return self.fmac_fp32
+        return self.fmac_mixed if accumulate == "f32" else self.fmac_fp16
 
     def simd_width(self, dtype: str) -> int:
         """Elements per cycle of an elementwise vector instruction on `dtype` storage."""

@@ -1,0 +1,102 @@
+"""The product of a Cannon loop, computed once.
+
+A Cannon GEMM on a `P x P` region is a loop of `P` steps, each multiplying the blocks a PE holds
+into its accumulator and then shifting the activations one PE left and the weights one PE up.
+Its data movement is cheap to simulate (memory.py moves it lazily), but its `P` steps of tiny
+per-PE products are not: numpy multiplies a batch of 3x7 by 7x27 blocks at a fraction of a
+percent of its speed on one large product. Over the whole loop every PE `(r, c)` sums
+`X[r, j] @ W[j, c]` over all `j` — block `(r, c)` of `X @ W` — so the simulator computes that
+product once and adds it into the accumulator after the loop, while the loop's steps still run
+for their timing and their shifts and swaps.
+
+This is done only for a loop whose shape guarantees it: exactly the steps passes/kernels/linear.py
+emits (shifts by -1 of the activations along the rows of PEs and of the weights along the
+columns, double-buffered or in place, `P` iterations on a square region), operands laid out as
+Cannon's pre-skew (`X` block `(r, (r + c) mod P)`, `W` block `((r + c) mod P, c)`, unrotated
+when the loop starts), and an fp32 accumulator (a narrower one rounds after every step, and is
+run step by step). Anything else runs step by step. The one difference from the steps is the
+order of the fp32 additions inside a PE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.ir import SSAValue
+
+from wsc.ir import tile as t
+from wsc.ir.layout import Layout, skewed, split_cols, split_rows
+from wsc.runtime_sim.frame import Frame, Instr
+
+
+@dataclass(frozen=True)
+class CannonLoop:
+    matmul: Instr
+    x: SSAValue  # the activations' buffer at the loop's start
+    w: SSAValue  # the weights'
+    acc: SSAValue
+
+
+def recognize(body: list[Instr], count: int) -> CannonLoop | None:
+    """The Cannon loop this body is, or None."""
+    ops = [i.op for i in body]
+    mms = [i for i in body if isinstance(i.op, t.MatmulOp)]
+    if len(mms) != 1 or count < 2:
+        return None
+    mm = mms[0]
+    op = mm.op
+    if op.accumulate is None or op.transpose_b is not None:
+        return None
+    x, w, acc = op.a, op.b, op.c
+    moved = {x: _moves(ops, x, axis=1), w: _moves(ops, w, axis=0)}
+    if not all(moved.values()):
+        return None
+    allowed = (t.MatmulOp, t.ShiftOp, t.SwapOp)
+    if not all(isinstance(o, allowed) for o in ops):
+        return None
+    return CannonLoop(mm, x, w, acc)
+
+
+def _moves(ops, v: SSAValue, axis: int) -> bool:
+    """`v` shifts by -1 along `axis` once per step: in place, or into a partner it swaps with."""
+    for o in ops:
+        if isinstance(o, t.ShiftOp) and o.src == v and o.axis.value.data == axis:
+            if o.by.value.data != -1:
+                return False
+            if o.dst is None:
+                return True
+            return any(isinstance(s, t.SwapOp) and {s.a, s.b} == {v, o.dst} for s in ops)
+    return False
+
+
+def applies(fr: Frame, loop: CannonLoop, count: int) -> bool:
+    """The run-time half of the check: grid, layouts, rotations and dtypes."""
+    R, C = fr.grid
+    if R != C or count != R:
+        return False
+    x, w, acc = fr.buf(loop.x), fr.buf(loop.w), fr.buf(loop.acc)
+    if acc.dtype != "f32" or x.rot != (0, 0) or w.rot != (0, 0) or acc.rot != (0, 0):
+        return False
+    if None in (x.layout, w.layout, acc.layout):
+        return False
+    (S, K), N = x.layout.shape, w.layout.shape[1]
+    P = R
+    return (x.layout == Layout((S, K), (P, P), split_rows(P), skewed(P))
+            and w.layout == Layout((K, N), (P, P), skewed(P), split_cols(P))
+            and acc.layout == Layout((S, N), (P, P), split_rows(P), split_cols(P)))
+
+
+def product(fr: Frame, loop: CannonLoop) -> np.ndarray:
+    """Per-PE blocks `[P, P, s, n]` of `X @ W`: what the loop adds into the accumulator."""
+    x, w, acc = fr.buf(loop.x), fr.buf(loop.w), fr.buf(loop.acc)
+    X = x.layout.gather(x.contents(), x.rot).astype(np.float32)
+    W = w.layout.gather(w.f32(), w.rot)
+    return acc.layout.scatter(X @ W)
+
+
+def add_into(fr: Frame, loop: CannonLoop, blocks: np.ndarray) -> None:
+    acc = fr.buf(loop.acc)
+    fr.claim(acc)
+    acc.view[...] = acc.view + blocks
+    acc.home.version += 1
