@@ -27,6 +27,13 @@ SIM_RESULT = {"max_abs_err": 1.25e-06, "rel_l2_err": 3.5e-07, "top1_agree": 1.0,
               "tokens": [1, 2, 3], "tokens_match": True, "ttft_s": 3.2e-05, "tokens_per_s": 81234.5}
 
 
+def sim_result(bundle: Path) -> dict:
+    """SIM_RESULT as `wsc simulate --json` would have written it for `bundle`."""
+    from wsc.simulate import bundle_digest
+
+    return {**SIM_RESULT, "bundle": str(bundle), "bundle_digest": bundle_digest(bundle)}
+
+
 def tiny_bundle(directory: Path) -> Path:
     """A 2-layer GPT-2 compiled for a 32x32 mesh, with the report the compiler writes."""
     from wsc.driver import CompileOptions, Pipeline
@@ -158,7 +165,7 @@ def test_render_is_deterministic_and_matches_the_compiled_report(bundle, loaded,
 
 def test_sim_result_adds_numerics(bundle, tmp_path):
     sim = tmp_path / "sim.json"
-    sim.write_text(json.dumps(SIM_RESULT))
+    sim.write_text(json.dumps(sim_result(bundle)))
     text = write_report_for_bundle(bundle, tmp_path / "r.html", sim=sim).read_text()
     assert "Numerics vs PyTorch" in text and "PASS" in text
     assert "3.500e-07" in text and "1.250e-06" in text and "1.0000" in text
@@ -215,9 +222,32 @@ def test_tampered_bundle_is_refused(bundle, tmp_path):
     assert "has been modified" in " ".join(r.stderr.split())
 
 
+def test_sim_result_of_another_bundle_is_refused(bundle, tmp_path):
+    from wsc.simulate import SimulateOptions, simulate
+
+    other = tmp_path / "other.wsc"  # the same program, compiled with other options
+    shutil.copytree(bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["seed"] = 1
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    sim = tmp_path / "other.json"
+    sim.write_text(json.dumps(simulate(SimulateOptions(other, estimate_only=True))))
+    with pytest.raises(UsageError, match=r"other.json came from another bundle \(.*other.wsc, sha256:"):
+        write_report_for_bundle(bundle, tmp_path / "r.html", sim=sim)
+    old = tmp_path / "old.json"  # from before results named their bundle
+    old.write_text(json.dumps(SIM_RESULT))
+    with pytest.raises(UsageError, match="does not say which bundle it came from"):
+        write_report_for_bundle(bundle, tmp_path / "r.html", sim=old)
+    assert not (tmp_path / "r.html").exists()
+    r = subprocess.run([sys.executable, "-m", "wsc.cli", "report", str(bundle), "-o", str(tmp_path / "r.html"),
+                        "--sim", str(sim)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    assert "came from another bundle" in " ".join(r.stderr.split())
+
+
 def test_cli_report_with_sim_and_png(bundle, tmp_path):
     sim = tmp_path / "sim.json"
-    sim.write_text(json.dumps(SIM_RESULT))
+    sim.write_text(json.dumps(sim_result(bundle)))
     out, png = tmp_path / "out" / "r.html", tmp_path / "m.png"
     r = subprocess.run([sys.executable, "-m", "wsc.cli", "report", str(bundle), "-o", str(out),
                         "--sim", str(sim), "--png", str(png)], capture_output=True, text=True, timeout=120)

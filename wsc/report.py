@@ -314,16 +314,35 @@ def load_sim_result(path: Path) -> dict:
     return res
 
 
+def check_sim_result(res: dict, bundle: Path, source: str) -> None:
+    """Refuse a simulation result of another bundle: its numbers would describe a different
+    program than the page draws. The digest is the one `wsc simulate --json` records."""
+    from wsc.simulate import bundle_digest
+
+    want, got = bundle_digest(bundle), res.get("bundle_digest")
+    again = f"run `wsc simulate {bundle} --check --json FILE` and pass that file"
+    if got is None:
+        raise UsageError(f"{source} does not say which bundle it came from (no bundle_digest; "
+                         "written by an older wsc?)", hint=again)
+    if got != want:
+        raise UsageError(f"{source} came from another bundle ({res.get('bundle', '?')}, "
+                         f"{str(got)[:19]}...), not {bundle} ({want[:19]}...)", hint=again)
+
+
 def write_report_for_bundle(bundle: Path, out: Path | None = None, *, sim: Path | dict | None = None,
                             png: Path | None = None) -> Path:
-    """Read a bundle (refusing tampered files), write its report; optionally a PNG of the mesh."""
+    """Read a bundle (refusing tampered files), write its report; optionally a PNG of the mesh.
+    `sim` is a `wsc simulate --json` result of this very bundle, or its path."""
     from wsc.ir import parse_module
     from wsc.runtime_sim.bundle import PLACEMENT, PROGRAM, open_bundle
 
     b = open_bundle(bundle)
     module = parse_module(b.program_text(), str(b.file(PROGRAM)))
     placement = b.read_json(PLACEMENT) if (b.path / PLACEMENT).is_file() else {}
-    sim_result = load_sim_result(sim) if isinstance(sim, (str, Path)) else sim
+    from_file = isinstance(sim, (str, Path))
+    sim_result = load_sim_result(sim) if from_file else sim
+    if sim_result is not None:
+        check_sim_result(sim_result, b.path, str(sim) if from_file else "the simulation result")
     data = build(b.manifest, placement, module, sim_result)
     out = Path(out) if out is not None else Path(bundle).with_suffix(".html")
     out.parent.mkdir(parents=True, exist_ok=True)
