@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -17,8 +18,9 @@ from models import make_checkpoint
 from wsc.errors import BundleError, UsageError
 from wsc.ir import parse_module
 from wsc.ir.tile import programs
-from wsc.report import fmt_int, fmt_rate, fmt_seconds, render_report, write_report_for_bundle
-from wsc.report_data import TIMELINE_BINS, _rle, link_runs, timeline
+from wsc.report import (fmt_int, fmt_rate, fmt_ratio, fmt_seconds, fmt_si, render_report,
+                        write_report_for_bundle)
+from wsc.report_data import TIMELINE_BINS, _rle, layer_of, link_runs, timeline
 from wsc.report_png import pixels_per_pe
 from wsc.runtime_sim.bundle import PLACEMENT, REPORT, open_bundle
 from wsc.runtime_sim.scheduler import Event, RunResult
@@ -115,6 +117,70 @@ def test_summary_numbers(page, loaded):
     assert fmt_rate(t["clock_hz"] / dec) in page  # tokens/s
     assert "Critical path, prefill" in page and "Critical path, decode" in page
     assert "Numerics vs PyTorch" not in page  # only with --sim
+
+
+def test_compact_units():
+    assert fmt_si(3.25e10) == "32.5 G" and fmt_si(1_053_696) == "1.05 M" and fmt_si(417_792) == "418 k"
+    assert fmt_si(999) == "999" and fmt_si(999.6) == "1 k" and fmt_si(999_600) == "1 M"
+    assert fmt_si(0) == "0" and fmt_si(None) == "—" and fmt_si(2.5e21) == "2.5e+03 E"
+    assert fmt_ratio(2_906_112, 1_053_696) == "2.76×" and fmt_ratio(None, 5) == fmt_ratio(5, 0) == "—"
+
+
+def test_objective_in_compact_units_with_baseline_ratios(page, loaded):
+    _, placement, _ = loaded
+    st = placement["stats"]
+    obj = st["objective"]
+    assert f'title="{obj:,} byte·hops">{fmt_si(obj)} byte·hops</span>' in page  # exact on hover
+    for key in ("rowmajor_objective", "snake_objective"):
+        assert st[key] and f">{fmt_si(st[key])}</span>" in page
+        assert f">{st[key] / obj:.3g}×</span>" in page
+
+
+def summary_html(page: str) -> str:
+    return re.search(r'<section id="summary">.*?</section>', page, re.S)[0]
+
+
+def test_numbers_are_kept_whole(page):
+    """In the summary every number sits in a no-wrap span with its unit (the browser test
+    checks that these spans never break)."""
+    text = re.sub(r'<span class="num"[^>]*>[^<]*</span>', "#", summary_html(page))
+    text = re.sub(r"<[^>]+>", " ", text)
+    loose = re.findall(r"\d[\d,.]*%?\s*(?:cycles|[KMG]iB|B|[µmn]?s|GHz|byte·hops|tokens|kernels|links)\b", text)
+    assert not loose, loose
+    assert re.search(r"\.num \{[^}]*white-space: nowrap", page)
+
+
+def test_table_has_one_module_column_and_origins_as_points(page):
+    head = re.search(r"<thead>(.*?)</thead>", page, re.S)[1]
+    assert "module" not in head and "origin (x, y)" in head
+    data = data_block(page)
+    for k in data["kernels"]:
+        assert page.count(f">{html.escape(k['name'])}</td>") == 1  # not again as a module column
+        assert f"<td data-v=\"{k['y'] * 100000 + k['x']}\">({k['x']}, {k['y']})</td>" in page
+
+
+def test_kernels_are_grouped_by_layer(page):
+    data = data_block(page)
+    assert [k["layer"] for k in data["kernels"]] == [layer_of(k["module"]) for k in data["kernels"]]
+    groups = data["layers"]
+    assert [g["layer"] for g in groups] == [None, 0, 1, None]  # embedding, 2 blocks, norm and head
+    assert sum(g["count"] for g in groups) == len(data["kernels"])
+    for n, g in enumerate(groups):
+        members = data["kernels"][g["first"]:g["first"] + g["count"]]
+        assert {k["layer"] for k in members} == {g["layer"]}
+        assert g["pes"] == sum(k["pes"] for k in members)
+        assert g["prefill"] == sum(k["prefill"]["cycles"] for k in members)
+        label = "not in a layer" if g["layer"] is None else f"layer {g['layer']}"
+        row = re.search(rf'<tr class="group" data-g="{n}"[^>]*>(.*?)</tr>', page)[1]
+        assert label in row and f"{g['pes']:,}" in row
+        assert len(re.findall(rf'<tr data-i="\d+" data-g="{n}">', page)) == g["count"]
+
+
+def test_layer_of_module_paths():
+    assert layer_of("model.layers.3.mlp.gate_proj") == 3 and layer_of("transformer.h.12.attn") == 12
+    assert layer_of("model.layers.30") == 30 and layer_of("blocks.0.attn") == 0
+    assert layer_of("lm_head") is None and layer_of("model.embed_tokens") is None
+    assert layer_of("transformer.hidden.3.x") is None  # "h" is a whole path component
 
 
 def test_timeline_is_aggregated_per_region(page, loaded):
