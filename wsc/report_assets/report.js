@@ -475,7 +475,7 @@
     searchCount.textContent = matches ? n + ' of ' + K.length + ' kernels' : K.length + ' kernels';
     search.classList.toggle('nomatch', matches !== null && n === 0);
     status.setAttribute('data-search-matches', matches ? String(n) : 'all');
-    refreshTable(); requestDraw(); drawTimeline();
+    refreshTable(); draw(); drawTimeline();  // one discrete change: draw it now, not next frame
   }
   function zoomToMatches() {
     var x0 = W, y0 = H, x1 = 0, y1 = 0, r = canvas.getBoundingClientRect(), pad = 12;
