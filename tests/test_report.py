@@ -21,7 +21,7 @@ from wsc.ir.tile import programs
 from wsc.report import (fmt_int, fmt_rate, fmt_ratio, fmt_seconds, fmt_si, render_report,
                         write_report_for_bundle)
 from wsc.report_data import TIMELINE_BINS, _rle, layer_of, link_runs, timeline
-from wsc.report_png import pixels_per_pe
+from wsc.report_png import PAD, pixels_per_pe
 from wsc.runtime_sim.bundle import PLACEMENT, REPORT, open_bundle
 from wsc.runtime_sim.scheduler import Event, RunResult
 
@@ -266,11 +266,66 @@ def test_png_of_the_mesh(bundle, tmp_path, loaded):
     w, h, raw = read_png(png)
     t = manifest["target"]
     p = pixels_per_pe(t["usable_width"], t["usable_height"])
-    assert (w, h) == (t["usable_width"] * p, t["usable_height"] * p) == (1024, 1024)
+    assert p == 32 and w == t["usable_width"] * p + 2 * PAD and h > t["usable_height"] * p
     assert len(raw) == h * (1 + 3 * w)
     rows = [raw[i * (1 + 3 * w) + 1:(i + 1) * (1 + 3 * w)] for i in range(0, h, 7)]
     colors = {r[j:j + 3] for r in rows for j in range(0, len(r), 21)}
     assert len(colors) >= 6  # kinds, outlines, heat, empty mesh
+
+
+def drawn(fig, text: str, color) -> tuple[int, int, int]:
+    """Where `text` was drawn on the figure (x, y, scale), checking its pixels are there."""
+    import numpy as np
+
+    from wsc.report_png import text_mask
+
+    hits = [(x, y, s) for t, x, y, s in fig.texts if t == text]
+    assert hits, f"{text!r} is not on the figure"
+    x, y, s = hits[0]
+    mask = text_mask(text, s)
+    assert (fig.img[y:y + mask.shape[0], x:x + mask.shape[1]][mask] == np.array(color)).all(), text
+    return x, y, s
+
+
+def test_png_has_a_title_labels_and_a_legend(page):
+    from wsc.report_png import INK, label_candidates, render_figure, render_mesh
+
+    data = data_block(page)
+    fig = render_figure(data)
+    title = drawn(fig, f"wsc report: gpt2 (2 layers) on {data['meta']['target']}", INK)
+    assert title[2] == 2 and title[1] < 40  # large, at the top
+    caption = " ".join(t for t, _, y, s in fig.texts if s == 1 and y < 120)
+    s = data["summary"]
+    assert f"{fmt_si(s['objective'])} byte·hops" in caption
+    assert fmt_ratio(s["rowmajor_objective"], s["objective"]) in caption and "(0, 0) top left" in caption
+    mesh = render_mesh(data)
+    mh, mw = mesh.shape[:2]
+    oy = next(y for y in range(fig.img.shape[0]) if (fig.img[y, PAD:PAD + mw] == mesh[0]).all())
+    p = mw // data["meta"]["width"]
+    labelled = 0
+    for k in data["kernels"]:
+        texts = [(t, x, y) for t, x, y, _ in fig.texts if t in label_candidates(k["name"])]
+        if texts:  # drawn inside its own rectangle
+            t, x, y = texts[0]
+            drawn(fig, t, INK)
+            assert PAD + k["x"] * p <= x and x + 6 * len(t) <= PAD + (k["x"] + k["cols"]) * p, t
+            assert oy + k["y"] * p <= y and y + 13 <= oy + (k["y"] + k["rows"]) * p, t
+            labelled += 1
+    assert labelled >= len(data["kernels"]) - 3  # all but the slivers
+    for kind in data["kinds"]:  # the legend, below the mesh: a swatch left of each label
+        x, y, _ = drawn(fig, kind["label"], INK)
+        assert y > oy + mh
+        swatch = tuple(int(kind["color"][i:i + 2], 16) for i in (1, 3, 5))
+        assert tuple(fig.img[y + 5, x - 10]) == swatch, kind["label"]
+    assert any(t.startswith("link load ") and "per run" in t for t, *_ in fig.texts)
+
+
+def test_png_labels_shorten_block_names():
+    from wsc.report_png import label_candidates
+
+    assert label_candidates("model.layers.12.mlp.up_proj") == [
+        "model.layers.12.mlp.up_proj", "12.mlp.up_proj", "L12 up_proj", "L12 up", "L12 up"]
+    assert label_candidates("lm_head")[:2] == ["lm_head", "lm_head"]
 
 
 def test_tampered_bundle_is_refused(bundle, tmp_path):

@@ -169,7 +169,7 @@ def report_cmd(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file (default: BUNDLE with .html)."),
     sim: Optional[Path] = typer.Option(None, "--sim", help="A `wsc simulate --json` result of this bundle: adds its numerics to the summary."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG image of the mesh view."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG figure of the mesh view, with title, labels and legend."),
 ) -> None:
     """Write the placement report of a bundle as one self-contained HTML file."""
     try:

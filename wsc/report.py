@@ -143,8 +143,7 @@ def _placement_cards(s: dict) -> list[str]:
                    for key, label in (("rowmajor_objective", "row-major"), ("snake_objective", "snake"))
                    for v in [s.get(key)])
     baselines = _card("Baselines", f'<table class="kv">{rows}</table>',
-                      "byte·hops of kernels laid out in pipeline order, as a multiple of this "
-                      "placement's (— when one did not fit)")
+                      "byte·hops of kernels in pipeline order, and × this placement's")
     return [objective, baselines]
 
 

@@ -240,6 +240,7 @@
   function drawLinks(s) {
     var off = s >= 4 ? 0.18 : 0;
     ctx.lineWidth = Math.max(1.2, Math.min(6, 0.3 * s)); ctx.lineCap = 'butt';
+    ctx.globalAlpha = matches ? 0.3 : 1;  // links carry many kernels' routes: faded behind a search
     for (var b = 0; b < BUCKETS; b++) {
       var runs = bucketRuns[b];
       if (!runs.length) continue;
@@ -250,6 +251,7 @@
       }
       ctx.stroke();
     }
+    ctx.globalAlpha = 1;
   }
   function drawMatches(visible, s) {
     // the search's matches outlined above the heat map, so they stand out from the greyed rest
@@ -497,7 +499,7 @@
   var phases = Object.keys(D.timeline).sort(function (a, b) { return (a === 'prefill' ? 0 : 1) - (b === 'prefill' ? 0 : 1); });
   var phase = phases[0], tv = { a: 0, b: 1 }, parsed = {};
   var tlOrder = [];  // the kernel drawn on each timeline row: the search's matches, in pipeline order
-  var GUTTER = 230, rowH = K.length > 60 ? 10 : 16;
+  var GUTTER = 230, rowH = 16;
   function runsOf(ph) {
     if (!parsed[ph]) {
       parsed[ph] = D.timeline[ph].rows.map(function (rle) {
@@ -525,6 +527,7 @@
     phases.forEach(function (ph) { document.getElementById('tab-' + ph).classList.toggle('on', ph === phase); });
     var T = D.timeline[phase], bins = T.bins, rows = runsOf(phase);
     tlOrder = K.map(function (_, i) { return i; }).filter(shown);
+    rowH = tlOrder.length > 60 ? 10 : 16;  // a big model's rows are thin until a search narrows them
     var dp = window.devicePixelRatio || 1, cssW = tlCanvas.getBoundingClientRect().width, cssH = tlOrder.length * rowH + 2;
     tlCanvas.style.height = cssH + 'px';
     tlCanvas.width = Math.round(cssW * dp); tlCanvas.height = Math.round(cssH * dp);
