@@ -279,7 +279,8 @@ SEARCH = """
       function (tr) { return !tr.hidden; }).length;
     out.push({ q: q, rows: rows, groups: groups, matches: st.getAttribute('data-search-matches'),
                mesh: +st.getAttribute('data-mesh-highlighted'), labels: +st.getAttribute('data-labels'),
-               timeline: +st.getAttribute('data-timeline-rows'), count: document.getElementById('search-count').textContent,
+               timeline: +st.getAttribute('data-timeline-rows'),
+               count: document.getElementById('search-count').textContent,
                nomatch: box.classList.contains('nomatch') });
   }
   function step(i) {
@@ -360,7 +361,9 @@ NO_WRAP = """
 (function () {
   // a number in a no-wrap span is one box; a table cell's text is one line high
   var broken = [], nums = document.querySelectorAll('.num');
-  Array.prototype.forEach.call(nums, function (el) { if (el.getClientRects().length > 1) broken.push(el.textContent); });
+  Array.prototype.forEach.call(nums, function (el) {
+    if (el.getClientRects().length > 1) broken.push(el.textContent);
+  });
   Array.prototype.forEach.call(document.querySelectorAll('table.kv td, #kernels td'), function (td) {
     var range = document.createRange(), line = parseFloat(getComputedStyle(td).lineHeight);
     range.selectNodeContents(td);

@@ -12,7 +12,8 @@ is one JSON block, and nothing is fetched. It shows:
 - the mesh drawn to scale on a canvas (pan and zoom), every kernel a rectangle coloured by kind
   and labelled, with layers for the routes' link-load heat map and per-PE SRAM utilisation;
 - the simulator's timeline, a Gantt row per region for prefill and decode;
-- a sortable table of kernels.
+- a sortable table of kernels, grouped by transformer layer;
+- one search box (module path, layer, or any part of a name) that filters all three.
 
 The summary and the table are plain HTML, readable without JavaScript; the canvases are drawn
 by the script from the data block, which stays small for big models (see report_data.py).
@@ -138,11 +139,12 @@ def _placement_cards(s: dict) -> list[str]:
         f"lower bound {_byte_hops(s.get('bound'))}; gap "
         f"{_n('—' if gap is None else f'{100.0 * gap:.1f}%')}; "
         f"{_e(s.get('method') or '?')}, {_e(s.get('solver_status') or '?')}")
-    rows = "".join(f"<tr><th>{label}</th><td>{_n(fmt_si(v), None if v is None else fmt_int(v))}</td>"
-                   f"<td>{_n(fmt_ratio(v, obj))}</td></tr>"
-                   for key, label in (("rowmajor_objective", "row-major"), ("snake_objective", "snake"))
-                   for v in [s.get(key)])
-    baselines = _card("Baselines", f'<table class="kv">{rows}</table>',
+    rows = []
+    for key, label in (("rowmajor_objective", "row-major"), ("snake_objective", "snake")):
+        v = s.get(key)
+        exact = "did not fit the mesh" if v is None else f"{fmt_int(v)} byte·hops"
+        rows.append(f"<tr><th>{label}</th><td>{_n(fmt_si(v), exact)}</td><td>{_n(fmt_ratio(v, obj))}</td></tr>")
+    baselines = _card("Baselines", f'<table class="kv">{"".join(rows)}</table>',
                       "byte·hops of kernels in pipeline order, and × this placement's")
     return [objective, baselines]
 
