@@ -275,13 +275,16 @@ def render_figure(data: dict) -> Figure:
     mesh = render_mesh(data)
     mh, mw = mesh.shape[:2]
     width = max(mw, 560) + 2 * PAD
-    title, caption = title_of(data), wrap(caption_of(data), width - 2 * PAD)
-    head = PAD + 2 * GLYPH_H + 8 + len(caption) * (GLYPH_H + 2) + PAD
+    title = wrap(title_of(data), width - 2 * PAD, scale=2)
+    caption = wrap(caption_of(data), width - 2 * PAD)
+    top = PAD + len(title) * (2 * GLYPH_H + 4) + 4  # the caption's first line
+    head = top + len(caption) * (GLYPH_H + 2) + PAD
     _, legend_h = legend_layout(data, width - 2 * PAD)
     fig = Figure(np.full((head + mh + PAD + legend_h + PAD, width, 3), PAPER, np.uint8))
-    fig.text(title, PAD, PAD, INK, scale=2)
+    for i, line in enumerate(title):
+        fig.text(line, PAD, PAD + i * (2 * GLYPH_H + 4), INK, scale=2)
     for i, line in enumerate(caption):
-        fig.text(line, PAD, PAD + 2 * GLYPH_H + 8 + i * (GLYPH_H + 2), MUTED)
+        fig.text(line, PAD, top + i * (GLYPH_H + 2), MUTED)
     x0 = (width - mw) // 2
     fig.img[head:head + mh, x0:x0 + mw] = mesh
     label_kernels(fig, data, x0, head)

@@ -103,23 +103,29 @@ def _run(o: SimulateOptions, t0: float) -> dict:
     return res
 
 
+def _decode_phase(pos: int) -> str:
+    return f"decode step at KV position {pos}"
+
+
 def _decode_trace(o: SimulateOptions, manifest: dict) -> dict[str, RunResult]:
     """The traced decode step of a functional run: its timing does not depend on the data, so
     it is the cycle model's data-free run at the modeled position (no decode program: none)."""
     sim = Simulator.open(o.bundle, functional=False)
     if "decode" not in sim.programs:
         return {}
-    return {"decode": sim.run("decode", None, decode_position(manifest, o.generate), trace=True)}
+    pos = decode_position(manifest, o.generate)
+    return {_decode_phase(pos): sim.run("decode", None, pos, trace=True)}
 
 
 def _estimate(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle, functional=False)
     m = sim.manifest
     trace = o.trace is not None
+    pos = decode_position(m, o.generate)
     pre = sim.run("prefill", None, 0, trace=trace)
-    dec = sim.run("decode", None, decode_position(m, o.generate), trace=trace)
+    dec = sim.run("decode", None, pos, trace=trace)
     if trace:
-        write_trace(o.trace, {"prefill": pre, "decode": dec}, sim.target.clock_hz)
+        write_trace(o.trace, {"prefill": pre, _decode_phase(pos): dec}, sim.target.clock_hz)
     dec_s = sim.cost.seconds(dec.cycles)
     return {
         "bundle": str(o.bundle), "estimate_only": True,
