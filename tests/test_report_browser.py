@@ -17,7 +17,8 @@ import pytest
 
 from test_report import tiny_bundle
 from wsc.report import render_page, write_report_for_bundle
-from wsc.report_data import KIND_COLORS, KIND_LABELS, link_loads, link_runs, routes, summary, timeline
+from wsc.report_data import (KIND_COLORS, KIND_LABELS, layer_groups, link_loads, link_runs, routes, summary,
+                              timeline)
 from wsc.runtime_sim.scheduler import Event, RegionStats, RunResult
 
 
@@ -122,10 +123,10 @@ INTERACT = """<script>
   ev(tl, 'pointermove', t.left + t.width * 0.6, t.top + 5);
   if (!tip.hidden) seen.push(tip.textContent);
   ev(tl, 'wheel', t.left + t.width * 0.6, t.top + 5, { ctrlKey: true });
-  document.querySelector('#kernels th[data-col="6"]').click();            // sort by SRAM
-  document.querySelector('#kernels tbody tr').click();                    // find it on the mesh
+  document.querySelector('#kernels th[data-col="5"]').click();            // sort by SRAM
+  document.querySelector('#kernels tbody tr[data-i]').click();            // find it on the mesh
   document.body.setAttribute('data-hover', JSON.stringify(seen));
-  document.body.setAttribute('data-first-row', document.querySelector('#kernels tbody tr td').textContent);
+  document.body.setAttribute('data-first-row', document.querySelector('#kernels tbody tr[data-i] td').textContent);
 })();
 </script>"""
 
@@ -158,7 +159,7 @@ def synthetic_big_report(directory: Path) -> Path:
         x, y = (i % cols) * 47, (i // cols) * 58
         sram = 4096 + (i * 977) % 36000
         kernels.append({"name": f"model.layers.{i // 10}.k{i % 10}", "kind": kinds[i % 10],
-                        "module": f"model.layers.{i // 10}.k{i % 10}", "x": x, "y": y, "rows": 55,
+                        "module": f"model.layers.{i // 10}.k{i % 10}", "layer": i // 10, "x": x, "y": y, "rows": 55,
                         "cols": 45, "pes": 55 * 45, "sram": sram, "sram_pct": round(100 * sram / 40960, 2),
                         "weight_bytes": sram // 2, "has_state": i % 10 == 3})
     edges = []
@@ -197,7 +198,7 @@ def synthetic_big_report(directory: Path) -> Path:
                  "hidden": 4096, "vocab_size": 128256, "weights": False, "colors": 24, "wsc_version": "test",
                  "placement_format": ""},
         "kinds": [{"kind": k, "label": KIND_LABELS[k], "color": c} for k, c in KIND_COLORS.items()],
-        "kernels": kernels, "routes": route_list, "links": link_runs(loads),
+        "kernels": kernels, "layers": layer_groups(kernels), "routes": route_list, "links": link_runs(loads),
         "timeline": {p: timeline(r, names) for p, r in runs.items()},
         "summary": summary(manifest, placement, kernels, runs, None, loads),
     }
@@ -216,3 +217,164 @@ def test_big_report_stays_light(browser, tmp_path):
     assert st["mesh"] == "ok" and int(st["labels"]) >= 20 and int(st["timeline-rows"]) == 320
     assert float(st["mesh-ms"]) < 2000  # one frame of the mesh view
     assert len(re.findall(r"<(div|span|td)\b", dom)) < 20 * 320  # the table, not an element per PE or event
+
+
+def run_probe(browser, page: Path, tmp_path: Path, script: str, *args: str) -> tuple[str, dict]:
+    """The page with `script` appended, in Chromium; its DOM and what the script recorded as
+    JSON in the body's data-probe attribute."""
+    import json
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>"))
+    dom = browser(probe, *args, "--dump-dom").stdout
+    assert status_of(dom)["errors"] == "0", script_errors(dom)
+    m = re.search(r'data-probe="([^"]*)"', dom)
+    assert m, "the probe recorded nothing"
+    return dom, json.loads(html.unescape(m[1]))
+
+
+MESH_CLICK = """
+(function () {
+  var mesh = document.getElementById('mesh'), tip = document.getElementById('tooltip');
+  function ev(type, x, y) {
+    mesh.dispatchEvent(new PointerEvent(type, { clientX: x, clientY: y, bubbles: true, pointerId: 1 }));
+  }
+  // the mesh at the top of the window, the table far below it
+  window.scrollTo(0, mesh.getBoundingClientRect().top + window.scrollY - 80);
+  var before = window.scrollY, r = mesh.getBoundingClientRect(), at = null;
+  for (var i = 1; i < 20 && !at; i++) for (var j = 1; j < 20 && !at; j++) {
+    var x = r.left + r.width * i / 20, y = r.top + r.height * j / 20;
+    ev('pointermove', x, y);
+    if (!tip.hidden && tip.textContent.indexOf('SRAM:') >= 0) at = [x, y];
+  }
+  ev('pointerdown', at[0], at[1]); ev('pointerup', at[0], at[1]);
+  var sel = document.querySelector('#kernels tr.sel'), wrap = document.querySelector('.table-wrap');
+  var now = window.scrollY;
+  setTimeout(function () {
+    var w = wrap.getBoundingClientRect(), s = sel.getBoundingClientRect();
+    document.body.setAttribute('data-probe', JSON.stringify({
+      before: before, now: now, later: window.scrollY, selected: sel && sel.cells[0].textContent,
+      inWrap: s.top >= w.top && s.bottom <= w.bottom + 1 }));
+  }, 500);
+})();
+"""
+
+
+def test_mesh_click_does_not_scroll_the_page(browser, report, tmp_path):
+    page, names = report
+    _, got = run_probe(browser, page, tmp_path, MESH_CLICK, "--window-size=1280,900")
+    assert got["before"] > 0 and got["selected"] in names  # a kernel was clicked
+    assert got["now"] == got["before"] and got["later"] == got["before"], got
+    assert got["inWrap"]  # its table row was brought into view inside the table's own box
+
+
+SEARCH = """
+(function () {
+  var box = document.getElementById('search'), st = document.getElementById('render-status');
+  var queries = QUERIES, out = [];
+  function record(q) {
+    var rows = Array.prototype.filter.call(document.querySelectorAll('#kernels tbody tr[data-i]'),
+      function (tr) { return !tr.hidden; }).map(function (tr) { return tr.cells[0].textContent; });
+    var groups = Array.prototype.filter.call(document.querySelectorAll('#kernels tr.group'),
+      function (tr) { return !tr.hidden; }).length;
+    out.push({ q: q, rows: rows, groups: groups, matches: st.getAttribute('data-search-matches'),
+               mesh: +st.getAttribute('data-mesh-highlighted'), labels: +st.getAttribute('data-labels'),
+               timeline: +st.getAttribute('data-timeline-rows'),
+               count: document.getElementById('search-count').textContent,
+               nomatch: box.classList.contains('nomatch') });
+  }
+  function step(i) {
+    if (i === queries.length) { document.body.setAttribute('data-probe', JSON.stringify(out)); return; }
+    box.value = queries[i];
+    box.dispatchEvent(new Event('input', { bubbles: true }));
+    setTimeout(function () { record(queries[i]); step(i + 1); }, 200);  // the mesh draws on the next frame
+  }
+  step(0);
+})();
+"""
+
+
+def test_search_filters_mesh_table_and_timeline(browser, report, tmp_path):
+    import json
+
+    from wsc.report_data import layer_of
+
+    page, names = report
+    queries = ["transformer.h.1.", "layer 0", "L1 MLP", "ln_", "no-such-kernel", ""]
+    _, got = run_probe(browser, page, tmp_path, SEARCH.replace("QUERIES", json.dumps(queries)),
+                       "--window-size=1280,1600")
+    want = {
+        "transformer.h.1.": [n for n in names if n.startswith("transformer.h.1.")],
+        "layer 0": [n for n in names if layer_of(n) == 0],
+        "L1 MLP": [n for n in names if layer_of(n) == 1 and ".mlp." in n],
+        "ln_": [n for n in names if "ln_" in n],
+        "no-such-kernel": [],
+        "": names,
+    }
+    for res in got:
+        rows = want[res["q"]]
+        assert res["rows"] == rows, res["q"]  # the table, in pipeline order
+        assert res["timeline"] == len(rows), res["q"]  # a timeline row per match
+        if res["q"]:
+            assert 0 < len(rows) < len(names) or res["q"] == "no-such-kernel"
+            assert res["matches"] == str(len(rows)) and res["mesh"] == len(rows), res  # outlined
+            assert res["labels"] <= len(rows) and res["count"] == f"{len(rows)} of {len(names)} kernels"
+        else:
+            assert res["matches"] == "all" and res["mesh"] == 0 and res["labels"] >= 1
+    by_q = {r["q"]: r for r in got}
+    assert by_q["layer 0"]["groups"] == 1 and by_q[""]["groups"] == 4  # only groups with a match show
+    assert by_q["no-such-kernel"]["nomatch"] and by_q["no-such-kernel"]["labels"] == 0
+
+
+GROUPS = """
+(function () {
+  var groups = document.querySelectorAll('#kernels tr.group'), shown = function () {
+    return Array.prototype.filter.call(document.querySelectorAll('#kernels tbody tr[data-i]'),
+      function (tr) { return !tr.hidden; }).map(function (tr) { return tr.cells[0].textContent; });
+  }, out = {};
+  groups[1].click();  // fold layer 0
+  out.folded = shown();
+  document.querySelector('#kernels th[data-col="3"]').click();  // sort by PEs: one flat list
+  out.sorted = shown();
+  out.groupsAfterSort = Array.prototype.filter.call(groups, function (g) { return !g.hidden; }).length;
+  out.groupedAfterSort = document.getElementById('group-layers').checked;
+  var box = document.getElementById('group-layers');
+  box.checked = true; box.dispatchEvent(new Event('change'));
+  out.regrouped = shown();
+  document.body.setAttribute('data-probe', JSON.stringify(out));
+})();
+"""
+
+
+def test_layer_groups_fold_and_give_way_to_sorting(browser, report, tmp_path):
+    from wsc.report_data import layer_of
+
+    page, names = report
+    _, got = run_probe(browser, page, tmp_path, GROUPS, "--window-size=1280,1600")
+    assert got["folded"] == [n for n in names if layer_of(n) != 0]
+    assert sorted(got["sorted"]) == sorted(names) and got["sorted"] != names  # all, by PEs
+    assert got["groupsAfterSort"] == 0 and not got["groupedAfterSort"]
+    assert got["regrouped"] == got["folded"]  # pipeline order again, layer 0 still folded
+
+
+NO_WRAP = """
+(function () {
+  // a number in a no-wrap span is one box; a table cell's text is one line high
+  var broken = [], nums = document.querySelectorAll('.num');
+  Array.prototype.forEach.call(nums, function (el) {
+    if (el.getClientRects().length > 1) broken.push(el.textContent);
+  });
+  Array.prototype.forEach.call(document.querySelectorAll('table.kv td, #kernels td'), function (td) {
+    var range = document.createRange(), line = parseFloat(getComputedStyle(td).lineHeight);
+    range.selectNodeContents(td);
+    if (range.getBoundingClientRect().height > 1.5 * line) broken.push(td.textContent);
+  });
+  document.body.setAttribute('data-probe', JSON.stringify({ broken: broken, nums: nums.length }));
+})();
+"""
+
+
+def test_numbers_never_wrap_in_a_narrow_window(browser, report, tmp_path):
+    page, _ = report
+    _, got = run_probe(browser, page, tmp_path, NO_WRAP, "--window-size=520,1200")
+    assert got["nums"] > 30 and got["broken"] == []

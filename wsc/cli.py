@@ -120,7 +120,7 @@ def simulate_cmd(
     estimate_only: bool = typer.Option(False, help="Report modeled latency without moving data."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --check (default: the one the bundle was compiled from)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
-    trace: Optional[Path] = typer.Option(None, help="Write a Chrome/Perfetto trace of the prefill."),
+    trace: Optional[Path] = typer.Option(None, help="Write a Chrome/Perfetto trace: prefill, then one decode step (compute and fabric on separate tracks)."),
 ) -> None:
     """Run a bundle on the simulated wafer; optionally check it against PyTorch."""
     try:
@@ -168,8 +168,8 @@ def _print_sim(res: dict) -> None:
 def report_cmd(
     bundle: Path = typer.Argument(..., help="Bundle directory."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file (default: BUNDLE with .html)."),
-    sim: Optional[Path] = typer.Option(None, "--sim", help="A `wsc simulate --json` result: adds its numerics to the summary."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG image of the mesh view."),
+    sim: Optional[Path] = typer.Option(None, "--sim", help="A `wsc simulate --json` result of this bundle: adds its numerics to the summary."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG figure of the mesh view, with title, labels and legend."),
 ) -> None:
     """Write the placement report of a bundle as one self-contained HTML file."""
     try:

@@ -12,7 +12,8 @@ is one JSON block, and nothing is fetched. It shows:
 - the mesh drawn to scale on a canvas (pan and zoom), every kernel a rectangle coloured by kind
   and labelled, with layers for the routes' link-load heat map and per-PE SRAM utilisation;
 - the simulator's timeline, a Gantt row per region for prefill and decode;
-- a sortable table of kernels.
+- a sortable table of kernels, grouped by transformer layer;
+- one search box (module path, layer, or any part of a name) that filters all three.
 
 The summary and the table are plain HTML, readable without JavaScript; the canvases are drawn
 by the script from the data block, which stays small for big models (see report_data.py).
@@ -77,8 +78,32 @@ def fmt_pct(p: float | None) -> str:
     return "—" if p is None else f"{p:.1f}%"
 
 
+SI_PREFIXES = ("", " k", " M", " G", " T", " P", " E")
+
+
+def fmt_si(v: float | None) -> str:
+    """Three significant digits and an SI prefix, whole below 1000: 3.25e10 -> "32.5 G"."""
+    if v is None:
+        return "—"
+    x, i = float(v), 0
+    while abs(x) >= 999.5 and i < len(SI_PREFIXES) - 1:  # from 999.5 on, "%.3g" says "1e+03"
+        x, i = x / 1000, i + 1
+    return (f"{x:.3g}" if i else f"{x:.0f}") + SI_PREFIXES[i]
+
+
+def fmt_ratio(v: float | None, of: float | None) -> str:
+    """v as a multiple of `of` ("2.76×"), or an em dash when either is unknown."""
+    return "—" if v is None or not of else f"{v / of:.3g}×"
+
+
 def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
+
+
+def _n(text: Any, exact: str | None = None) -> str:
+    """A number with its unit, kept on one line; `exact` shows on hover."""
+    title = f' title="{_e(exact)}"' if exact else ""
+    return f'<span class="num"{title}>{_e(text)}</span>'
 
 
 # --- the page -------------------------------------------------------------------------------
@@ -92,77 +117,89 @@ def _card(label: str, value: str, detail: str = "", cls: str = "") -> str:
 
 def _critical_bar(crit: dict[str, int]) -> str:
     total = sum(crit.values()) or 1
-    parts = []
+    parts, legend = [], []
     for key, cls in (("compute", "compute"), ("fabric", "fabric"), ("waiting", "wait")):
         v = crit.get(key, 0)
         parts.append(f'<span class="seg cat-{cls}" style="width:{100.0 * v / total:.2f}%" '
                      f'title="{key}: {v:,} cycles"></span>')
-    legend = ", ".join(f"{k} {100.0 * crit.get(k, 0) / total:.0f}% ({crit.get(k, 0):,} cycles)"
-                       for k in ("compute", "fabric", "waiting"))
-    return f'<div class="critbar">{"".join(parts)}</div><div class="detail">{legend}</div>'
+        legend.append(f"{key} {_n(f'{100.0 * v / total:.0f}%')} ({_n(f'{v:,} cycles')})")
+    return f'<div class="critbar">{"".join(parts)}</div><div class="detail">{", ".join(legend)}</div>'
+
+
+def _byte_hops(v: float | None) -> str:
+    return _n(f"{fmt_si(v)} byte·hops", None if v is None else f"{fmt_int(v)} byte·hops")
+
+
+def _placement_cards(s: dict) -> list[str]:
+    """The objective, and each baseline layout's objective as a multiple of it: the factor
+    placement saves over laying kernels out in order (— when a baseline did not fit)."""
+    obj, gap = s.get("objective"), s.get("gap")
+    objective = _card(
+        "Placement objective", _byte_hops(obj),
+        f"lower bound {_byte_hops(s.get('bound'))}; gap "
+        f"{_n('—' if gap is None else f'{100.0 * gap:.1f}%')}; "
+        f"{_e(s.get('method') or '?')}, {_e(s.get('solver_status') or '?')}")
+    rows = []
+    for key, label in (("rowmajor_objective", "row-major"), ("snake_objective", "snake")):
+        v = s.get(key)
+        exact = "did not fit the mesh" if v is None else f"{fmt_int(v)} byte·hops"
+        rows.append(f"<tr><th>{label}</th><td>{_n(fmt_si(v), exact)}</td><td>{_n(fmt_ratio(v, obj))}</td></tr>")
+    baselines = _card("Baselines", f'<table class="kv">{"".join(rows)}</table>',
+                      "byte·hops of kernels in pipeline order, and × this placement's")
+    return [objective, baselines]
+
+
+def _numerics(sim: dict) -> str:
+    ok = sim.get("passed")
+    verdict = ("" if ok is None else
+               f'<span class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span>')
+    rows = []
+    for key, label, f in (("rel_l2_err", "relative L2 error", "{:.3e}"),
+                          ("max_abs_err", "max abs error", "{:.3e}"),
+                          ("top1_agree", "top-1 agreement", "{:.4f}"),
+                          ("tokens_match", "generated tokens match transformers", "{}"),
+                          ("ttft_s", "time to first token (simulated run)", None),
+                          ("tokens_per_s", "tokens/s (simulated run)", "rate")):
+        if key in sim:
+            v = sim[key]
+            text = fmt_seconds(v) if f is None else fmt_rate(v) if f == "rate" else f.format(v)
+            rows.append(f"<tr><th>{label}</th><td>{_n(text)}</td></tr>")
+    return (f'<div class="numerics"><div class="label">Numerics vs PyTorch {verdict}</div>'
+            f'<table class="kv">{"".join(rows)}</table></div>')
 
 
 def _summary(d: dict) -> str:
     s, m = d["summary"], d["meta"]
+    mesh, ghz = f"{m['width']}x{m['height']}", f"{m['clock_hz'] / 1e9:g} GHz"
     cards = [
-        _card("PEs used", f"{fmt_int(s['pes_used'])} <small>of {fmt_int(s['pes_available'])}</small>",
-              f"{fmt_pct(s['pes_pct'])} of the {m['width']}x{m['height']} usable mesh; "
-              f"{s['kernels']} kernels"),
-        _card("SRAM peak per PE", f"{fmt_bytes(s['sram_peak'])}",
-              f"{fmt_pct(s['sram_peak_pct'])} of the {fmt_bytes(s['sram_budget'])} buffer budget, "
-              f"in {_e(s['sram_peak_kernel'])}; {fmt_bytes(s['sram_total'])} on the wafer"),
+        _card("PEs used", f"{_n(fmt_int(s['pes_used']))} <small>of {_n(fmt_int(s['pes_available']))}</small>",
+              f"{_n(fmt_pct(s['pes_pct']))} of the {_n(mesh)} usable mesh; {_n(s['kernels'])} kernels"),
+        _card("SRAM peak per PE", _n(fmt_bytes(s["sram_peak"])),
+              f"{_n(fmt_pct(s['sram_peak_pct']))} of the {_n(fmt_bytes(s['sram_budget']))} buffer "
+              f"budget, in {_e(s['sram_peak_kernel'])}; {_n(fmt_bytes(s['sram_total']))} on the wafer"),
     ]
     if "ttft_s" in s:
-        p = s["prefill"]
-        cards.append(_card("Time to first token (modeled)", fmt_seconds(s["ttft_s"]),
-                           f"prefill of {m['seq_len']} tokens: {fmt_int(p['cycles'])} cycles at "
-                           f"{m['clock_hz'] / 1e9:g} GHz", "accent"))
+        cycles = fmt_int(s["prefill"]["cycles"]) + " cycles"
+        cards.append(_card("Time to first token (modeled)", _n(fmt_seconds(s["ttft_s"])),
+                           f"prefill of {_n(m['seq_len'])} tokens: {_n(cycles)} at {_n(ghz)}", "accent"))
     if "tokens_per_s" in s:
         dd = s["decode"]
-        cards.append(_card("Decode (modeled)", f"{fmt_rate(s['tokens_per_s'])} <small>tokens/s</small>",
-                           f"{fmt_seconds(dd['seconds'])} per token "
-                           f"({fmt_int(dd['cycles'])} cycles at KV position {dd['position']})", "accent"))
-    gap = s.get("gap")
+        cycles = fmt_int(dd["cycles"]) + " cycles"
+        cards.append(_card("Decode (modeled)", f"{_n(fmt_rate(s['tokens_per_s']))} <small>tokens/s</small>",
+                           f"{_n(fmt_seconds(dd['seconds']))} per token ({_n(cycles)} at KV position "
+                           f"{_n(dd['position'])})", "accent"))
+    cards += _placement_cards(s)
     cards += [
-        _card("Placement objective", f"{fmt_int(s.get('objective'))} <small>byte·hops</small>",
-              f"lower bound {fmt_int(s.get('bound'))}; gap "
-              f"{'—' if gap is None else f'{100.0 * gap:.1f}%'}; "
-              f"{_e(s.get('method') or '?')}, {_e(s.get('solver_status') or '?')}"),
-        _card("Baselines", f"{fmt_int(s.get('rowmajor_objective'))} <small>/</small> "
-              f"{fmt_int(s.get('snake_objective'))}",
-              "row-major / snake objective (byte·hops; — when the layout did not fit)"),
-        _card("Routes", f"{fmt_int(s.get('total_hops'))} <small>hops</small>",
-              f"{fmt_int(s['routes'])} routes over {fmt_int(s.get('links_used'))} links; busiest "
-              f"link {fmt_bytes(s.get('max_link_load_bytes'))} per run"),
-        _card("Colors", f"{fmt_int(s.get('colors_used'))} <small>used</small>",
-              f"at most {fmt_int(s.get('max_colors_per_router'))} on one router, of "
-              f"{fmt_int(m.get('colors'))}"),
+        _card("Routes", f"{_n(fmt_int(s.get('total_hops')))} <small>hops</small>",
+              f"{_n(fmt_int(s['routes']))} routes over {_n(fmt_int(s.get('links_used')))} links; busiest "
+              f"link {_n(fmt_bytes(s.get('max_link_load_bytes')))} per run"),
+        _card("Colors", f"{_n(fmt_int(s.get('colors_used')))} <small>used</small>",
+              f"at most {_n(fmt_int(s.get('max_colors_per_router')))} on one router, of "
+              f"{_n(fmt_int(m.get('colors')))}"),
     ]
-    crit = ""
-    for phase in ("prefill", "decode"):
-        if phase in s:
-            crit += (f'<div class="crit"><div class="label">Critical path, {phase}</div>'
-                     f'{_critical_bar(s[phase]["critical"])}</div>')
-    sim = s.get("simulation")
-    num = ""
-    if sim:
-        ok = sim.get("passed")
-        verdict = ("" if ok is None else
-                   f'<span class="{"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span>')
-        rows = []
-        for key, label, f in (("rel_l2_err", "relative L2 error", "{:.3e}"),
-                              ("max_abs_err", "max abs error", "{:.3e}"),
-                              ("top1_agree", "top-1 agreement", "{:.4f}"),
-                              ("tokens_match", "generated tokens match transformers", "{}"),
-                              ("ttft_s", "time to first token (simulated run)", None),
-                              ("tokens_per_s", "tokens/s (simulated run)", "rate")):
-            if key in sim:
-                v = sim[key]
-                text = (fmt_seconds(v) if f is None else fmt_rate(v) if f == "rate"
-                        else f.format(v))
-                rows.append(f"<tr><th>{label}</th><td>{_e(text)}</td></tr>")
-        num = (f'<div class="numerics"><div class="label">Numerics vs PyTorch {verdict}</div>'
-               f'<table class="kv">{"".join(rows)}</table></div>')
+    crit = "".join(f'<div class="crit"><div class="label">Critical path, {phase}</div>'
+                   f'{_critical_bar(s[phase]["critical"])}</div>' for phase in ("prefill", "decode") if phase in s)
+    num = _numerics(s["simulation"]) if s.get("simulation") else ""
     return (f'<section id="summary"><h2>Summary</h2><div class="cards">{"".join(cards)}</div>'
             f'<div class="crits">{crit}{num}</div></section>')
 
@@ -219,33 +256,66 @@ def _share(ph: dict | None) -> tuple[str, str]:
     return f"{short} ({100 * share:.0f}%)", ph["bound"]
 
 
+TABLE_HEAD = ("kernel", "kind", "grid", "PEs", "origin (x, y)", "SRAM/PE (B)", "% budget",
+              "prefill cycles", "decode cycles", "prefill bound", "decode bound")
+
+
+def _cycles(ph: dict | None) -> str:
+    return f'<td data-v="{ph["cycles"] if ph else -1}">{fmt_int(ph["cycles"] if ph else None)}</td>'
+
+
+def _kernel_row(i: int, k: dict, group: int) -> str:
+    pre, dec = k.get("prefill"), k.get("decode")
+    pb, pbc = _share(pre)
+    db, dbc = _share(dec)
+    color = KIND_COLORS.get(k["kind"], OTHER_COLOR)
+    # the name is the module path (plus a suffix when one module gives several kernels), so
+    # the module is not a column of its own; the mesh's tooltip still names it
+    cells = [
+        f'<td class="name">{_e(k["name"])}</td>',
+        f'<td><i class="sw" style="background:{color}"></i>{_e(k["kind"])}</td>',
+        f'<td data-v="{k["pes"]}">{k["rows"]}x{k["cols"]}</td>',
+        f'<td data-v="{k["pes"]}">{k["pes"]:,}</td>',
+        f'<td data-v="{k["y"] * 100000 + k["x"]}">({k["x"]}, {k["y"]})</td>',
+        f'<td data-v="{k["sram"]}">{k["sram"]:,}</td>',
+        f'<td data-v="{k["sram_pct"]}">{k["sram_pct"]:.1f}</td>',
+        _cycles(pre), _cycles(dec),
+        f'<td class="b-{pbc}">{pb}</td>', f'<td class="b-{dbc}">{db}</td>',
+    ]
+    return f'<tr data-i="{i}" data-g="{group}">{"".join(cells)}</tr>'
+
+
+def _group_row(n: int, g: dict) -> str:
+    """A layer's header row: its kernels' PEs and busy cycles summed, SRAM at its peak."""
+    label = "not in a layer" if g["layer"] is None else f'layer {g["layer"]}'
+    count = f'{g["count"]} kernel{"s" if g["count"] != 1 else ""}'
+    cells = [f'<td class="name"><span class="caret"></span>{label} <small>{count}</small></td>', "<td></td>",
+             "<td></td>", f'<td>{g["pes"]:,}</td>', "<td></td>", f'<td>{g["sram"]:,}</td>',
+             f'<td>{g["sram_pct"]:.1f}</td>', f'<td>{fmt_int(g["prefill"])}</td>',
+             f'<td>{fmt_int(g["decode"])}</td>', "<td></td>", "<td></td>"]
+    return f'<tr class="group" data-g="{n}" title="click to fold or unfold">{"".join(cells)}</tr>'
+
+
 def _table(d: dict) -> str:
-    head = ("kernel", "kind", "module", "grid", "PEs", "origin", "SRAM/PE (B)", "% budget",
-            "prefill cycles", "decode cycles", "prefill bound", "decode bound")
-    ths = "".join(f'<th data-col="{i}">{h}</th>' for i, h in enumerate(head))
+    ths = "".join(f'<th data-col="{i}">{h}</th>' for i, h in enumerate(TABLE_HEAD))
     body = []
-    for i, k in enumerate(d["kernels"]):
-        pre, dec = k.get("prefill"), k.get("decode")
-        pb, pbc = _share(pre)
-        db, dbc = _share(dec)
-        color = KIND_COLORS.get(k["kind"], OTHER_COLOR)
-        cells = [
-            f'<td class="name">{_e(k["name"])}</td>',
-            f'<td><i class="sw" style="background:{color}"></i>{_e(k["kind"])}</td>',
-            f'<td class="mod">{_e(k["module"])}</td>',
-            f'<td data-v="{k["pes"]}">{k["rows"]}x{k["cols"]}</td>',
-            f'<td data-v="{k["pes"]}">{k["pes"]:,}</td>',
-            f'<td data-v="{k["y"] * 100000 + k["x"]}">{k["x"]},{k["y"]}</td>',
-            f'<td data-v="{k["sram"]}">{k["sram"]:,}</td>',
-            f'<td data-v="{k["sram_pct"]}">{k["sram_pct"]:.1f}</td>',
-            f'<td data-v="{pre["cycles"] if pre else -1}">{fmt_int(pre["cycles"] if pre else None)}</td>',
-            f'<td data-v="{dec["cycles"] if dec else -1}">{fmt_int(dec["cycles"] if dec else None)}</td>',
-            f'<td class="b-{pbc}">{pb}</td>', f'<td class="b-{dbc}">{db}</td>',
-        ]
-        body.append(f'<tr data-i="{i}">{"".join(cells)}</tr>')
-    return (f'<section id="kernels-section"><h2>Kernels <small>click a header to sort, a row to '
-            f'find it on the mesh</small></h2><div class="table-wrap"><table id="kernels">'
+    for n, g in enumerate(d["layers"]):
+        body.append(_group_row(n, g))
+        body += [_kernel_row(i, d["kernels"][i], n) for i in range(g["first"], g["first"] + g["count"])]
+    return (f'<section id="kernels-section"><h2>Kernels <small>grouped by layer (sums of PEs and '
+            f'busy cycles, peak SRAM); click a header to sort, a row to find it on the mesh</small></h2>'
+            f'<div class="toolbar"><label><input type="checkbox" id="group-layers" checked> group by '
+            f'layer</label></div><div class="table-wrap"><table id="kernels">'
             f'<thead><tr>{ths}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table></div></section>")
+
+
+def _filter_bar(d: dict) -> str:
+    return ('<div id="filter-bar"><label for="search">Find</label>'
+            '<input type="search" id="search" autocomplete="off" spellcheck="false" '
+            'placeholder="module path or layer: model.layers.3.  ·  layer 3  ·  L2-4  ·  mlp" '
+            f'aria-label="filter the mesh, the timeline and the table"><span id="search-count">'
+            f'{len(d["kernels"])} kernels</span><span class="hint">filters the mesh, the timeline and '
+            'the table; Enter zooms the mesh to the matches</span></div>')
 
 
 ERROR_TRAP = """<script>
@@ -285,6 +355,7 @@ def render_page(d: dict) -> str:
 <noscript><p class="note">The mesh and the timeline are drawn by JavaScript; the summary and the
 kernel table below are complete without it.</p></noscript>
 {_summary(d)}
+{_filter_bar(d)}
 {_mesh(d)}
 {_timeline()}
 {_table(d)}
@@ -314,16 +385,35 @@ def load_sim_result(path: Path) -> dict:
     return res
 
 
+def check_sim_result(res: dict, bundle: Path, source: str) -> None:
+    """Refuse a simulation result of another bundle: its numbers would describe a different
+    program than the page draws. The digest is the one `wsc simulate --json` records."""
+    from wsc.simulate import bundle_digest
+
+    want, got = bundle_digest(bundle), res.get("bundle_digest")
+    again = f"run `wsc simulate {bundle} --check --json FILE` and pass that file"
+    if got is None:
+        raise UsageError(f"{source} does not say which bundle it came from (no bundle_digest; "
+                         "written by an older wsc?)", hint=again)
+    if got != want:
+        raise UsageError(f"{source} came from another bundle ({res.get('bundle', '?')}, "
+                         f"{str(got)[:19]}...), not {bundle} ({want[:19]}...)", hint=again)
+
+
 def write_report_for_bundle(bundle: Path, out: Path | None = None, *, sim: Path | dict | None = None,
                             png: Path | None = None) -> Path:
-    """Read a bundle (refusing tampered files), write its report; optionally a PNG of the mesh."""
+    """Read a bundle (refusing tampered files), write its report; optionally a PNG of the mesh.
+    `sim` is a `wsc simulate --json` result of this very bundle, or its path."""
     from wsc.ir import parse_module
     from wsc.bundle_format import PLACEMENT, PROGRAM, open_bundle
 
     b = open_bundle(bundle)
     module = parse_module(b.program_text(), str(b.file(PROGRAM)))
     placement = b.read_json(PLACEMENT) if (b.path / PLACEMENT).is_file() else {}
-    sim_result = load_sim_result(sim) if isinstance(sim, (str, Path)) else sim
+    from_file = isinstance(sim, (str, Path))
+    sim_result = load_sim_result(sim) if from_file else sim
+    if sim_result is not None:
+        check_sim_result(sim_result, b.path, str(sim) if from_file else "the simulation result")
     data = build(b.manifest.to_json(), placement, module, sim_result)
     out = Path(out) if out is not None else Path(bundle).with_suffix(".html")
     out.parent.mkdir(parents=True, exist_ok=True)

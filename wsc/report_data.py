@@ -13,6 +13,7 @@ load, and each region's timeline as run-length encoded bins (`TIMELINE_BINS` per
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -34,6 +35,9 @@ CATEGORIES = ("compute", "fabric", "send", "wait")
 CATEGORY_CODES = {"compute": "c", "fabric": "f", "send": "s", "wait": "w"}
 IDLE_CODE = "."
 TIMELINE_BINS = 1200
+# a transformer block's index in a module path: Llama/Qwen "model.layers.3.", GPT-2 and
+# StarCoder "transformer.h.3.", others "blocks.3."
+LAYER_PATH = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)(?:\.|$)")
 
 
 # --- regions ------------------------------------------------------------------------------
@@ -69,16 +73,40 @@ def kernels(module: ModuleOp, budget: int) -> list[dict[str, Any]]:
         gr, gc = (int(v) for v in r.grid)
         sram = region_sram(ops[name])
         weights = sum(b.nbytes for b in r.buffers() if b.weight is not None)
+        path = r.module.data if r.module is not None else ""
         persistent = max((b.offset_bytes + b.nbytes for op in ops[name] for b in op.buffers()
                           if b.persistent is not None and b.weight is None), default=0)
         rows.append({
             "name": name, "kind": r.kernel.data,
-            "module": r.module.data if r.module is not None else "",
+            "module": path, "layer": layer_of(path or name),
             "x": x, "y": y, "rows": gr, "cols": gc, "pes": gr * gc,
             "sram": sram, "sram_pct": round(100.0 * sram / budget, 2) if budget else 0.0,
             "weight_bytes": weights, "has_state": persistent > 0,
         })
     return rows
+
+
+def layer_of(path: str) -> int | None:
+    """The transformer layer a module path belongs to, or None (embedding, final norm, head)."""
+    m = LAYER_PATH.search(path)
+    return int(m[1]) if m else None
+
+
+def layer_groups(rows: list[dict]) -> list[dict[str, Any]]:
+    """Consecutive kernels of one layer, in pipeline order, with their totals: what the table
+    shows as one group. Kernels outside the layers form groups of their own (layer None)."""
+    groups: list[dict[str, Any]] = []
+    for i, r in enumerate(rows):
+        if not groups or groups[-1]["layer"] != r["layer"]:
+            groups.append({"layer": r["layer"], "first": i, "count": 0, "pes": 0, "sram": 0,
+                           "sram_pct": 0.0, "prefill": 0, "decode": 0})
+        g = groups[-1]
+        g["count"] += 1
+        g["pes"] += r["pes"]
+        g["sram"], g["sram_pct"] = max(g["sram"], r["sram"]), max(g["sram_pct"], r["sram_pct"])
+        for phase in PHASES:
+            g[phase] += r[phase]["cycles"] if phase in r else 0
+    return groups
 
 
 # --- timing -------------------------------------------------------------------------------
@@ -350,6 +378,7 @@ def build(manifest: dict, placement: dict | None, module: ModuleOp,
         "kinds": [{"kind": k, "label": KIND_LABELS.get(k, k), "color": KIND_COLORS.get(k, OTHER_COLOR)}
                   for k in kinds],
         "kernels": rows,
+        "layers": layer_groups(rows),
         "routes": route_list,
         "links": link_runs(loads),
         "timeline": {phase: timeline(res, names) for phase, res in runs.items()},

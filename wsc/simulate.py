@@ -11,7 +11,8 @@ import numpy as np
 
 from wsc.errors import UsageError
 from wsc.numerics import compare
-from wsc.runtime_sim.scheduler import RunResult
+from wsc.bundle_format import MANIFEST, Manifest, sha256_file
+from wsc.runtime_sim.scheduler import Event, RunResult
 from wsc.runtime_sim.simulator import Simulator
 
 # acceptance thresholds of the numerics check, by storage dtype (DESIGN §9)
@@ -36,10 +37,26 @@ def breakdown(r: RunResult, clock_hz: float) -> dict[str, float]:
     return {k: v / clock_hz for k, v in r.critical.items()}
 
 
+def bundle_digest(bundle: Path) -> str:
+    """What identifies a bundle: the sha256 of its manifest, which holds the sha256 of every
+    other file, so a result can name the exact bundle it came from."""
+    return "sha256:" + sha256_file(Path(bundle) / MANIFEST)
+
+
+def decode_position(manifest: Manifest, generate: int) -> int:
+    """The KV position of the decode step that is modeled: the last of `generate` steps (the
+    slowest, its attention reads the longest cache), or the first when none is asked for."""
+    return min(manifest.seq_len + max(generate, 1) - 1, manifest.max_seq - 1)
+
+
 def simulate(o: SimulateOptions) -> dict:
     t0 = time.perf_counter()
-    if o.estimate_only:
-        return _estimate(o, t0)
+    res = _estimate(o, t0) if o.estimate_only else _run(o, t0)
+    res["bundle_digest"] = bundle_digest(o.bundle)  # the bundle was verified as it was opened
+    return res
+
+
+def _run(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle)
     m = sim.manifest
     seq, vocab = m.seq_len, m.model.vocab_size
@@ -61,7 +78,7 @@ def simulate(o: SimulateOptions) -> dict:
                breakdown=breakdown(prefill, sim.target.clock_hz))
     res["sim_wall_s"] = time.perf_counter() - t0
     if o.trace is not None:
-        write_trace(o.trace, prefill, sim.cost.target.clock_hz)
+        write_trace(o.trace, {"prefill": prefill, **_decode_trace(o, m)}, sim.target.clock_hz)
     if o.check:
         from wsc.golden import reference_generate, reference_logits
 
@@ -86,12 +103,29 @@ def simulate(o: SimulateOptions) -> dict:
     return res
 
 
+def _decode_phase(pos: int) -> str:
+    return f"decode step at KV position {pos}"
+
+
+def _decode_trace(o: SimulateOptions, manifest: Manifest) -> dict[str, RunResult]:
+    """The traced decode step of a functional run: its timing does not depend on the data, so
+    it is the cycle model's data-free run at the modeled position (no decode program: none)."""
+    sim = Simulator.open(o.bundle, functional=False)
+    if "decode" not in sim.programs:
+        return {}
+    pos = decode_position(manifest, o.generate)
+    return {_decode_phase(pos): sim.run("decode", None, pos, trace=True)}
+
+
 def _estimate(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle, functional=False)
     m = sim.manifest
-    pre = sim.estimate("prefill")
-    ctx = m.seq_len + max(o.generate, 1) - 1
-    dec = sim.estimate("decode", pos0=min(ctx, m.max_seq - 1))
+    trace = o.trace is not None
+    pos = decode_position(m, o.generate)
+    pre = sim.run("prefill", None, 0, trace=trace)
+    dec = sim.run("decode", None, pos, trace=trace)
+    if trace:
+        write_trace(o.trace, {"prefill": pre, _decode_phase(pos): dec}, sim.target.clock_hz)
     dec_s = sim.cost.seconds(dec.cycles)
     return {
         "bundle": str(o.bundle), "estimate_only": True,
@@ -105,15 +139,66 @@ def _estimate(o: SimulateOptions, t0: float) -> dict:
     }
 
 
-def write_trace(path: Path, r: RunResult, clock_hz: float) -> None:
-    """Chrome/Perfetto trace JSON: one track per region, times in microseconds."""
-    tids = {name: i for i, name in enumerate(r.regions)}
-    us = 1e6 / clock_hz
-    events: list[dict] = [
-        {"name": "thread_name", "ph": "M", "pid": 0, "tid": tid, "args": {"name": name}}
-        for name, tid in tids.items()
-    ]
-    for e in r.events:
-        events.append({"name": e.name, "cat": e.cat, "ph": "X", "pid": 0, "tid": tids[e.region],
-                       "ts": e.start * us, "dur": e.dur * us})
+# Perfetto rounds a slice's `ts` and `dur` (microseconds) to whole nanoseconds; times are
+# quantised to nanoseconds first, so slices that touch in cycles still touch, never overlap.
+NS_PER_US = 1000
+
+
+def write_trace(path: Path, runs: dict[str, RunResult], clock_hz: float) -> None:
+    """Chrome/Perfetto trace JSON of one or more phases, each a process, laid end to end in
+    the order given (decode starts where prefill ends).
+
+    Every region has a track for what its PEs execute in order (compute, blocking fabric ops,
+    sends, waits for input) and a track for its asynchronous fabric transfers, which run beside
+    that compute; transfers that overlap each other get further tracks ("fabric 2", ...), so
+    no two slices on one track overlap and Perfetto shows every one at depth 0.
+    """
+    ns_per_cycle = 1e9 / clock_hz
+    events: list[dict] = []
+    tid, offset = 0, 0.0
+    for pid, (phase, r) in enumerate(runs.items()):
+        events.append(_meta("process_name", pid, 0, f"{phase} ({r.cycles:,.0f} cycles)"))
+        events.append(_meta("process_sort_index", pid, 0, pid, key="sort_index"))
+        by_track: dict[tuple[str, str], list[Event]] = {}
+        for e in r.events:
+            by_track.setdefault((e.region, _track(e)), []).append(e)
+        for region in r.regions:
+            for kind in ("pe", "fabric"):
+                lanes = _lanes(by_track.get((region, kind), []), offset, ns_per_cycle)
+                for n, lane in enumerate(lanes):
+                    tid += 1
+                    name = f"{region} · {'compute' if kind == 'pe' else 'fabric'}"
+                    events.append(_meta("thread_name", pid, tid, name + (f" {n + 1}" if n else "")))
+                    events.append(_meta("thread_sort_index", pid, tid, tid, key="sort_index"))
+                    events += [{"name": e.name, "cat": e.cat, "ph": "X", "pid": pid, "tid": tid,
+                                "ts": ts / NS_PER_US, "dur": (end - ts) / NS_PER_US}
+                               for ts, end, e in lane]
+        offset += r.cycles
     path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}) + "\n")
+
+
+def _track(e: Event) -> str:
+    """Fabric work goes on the fabric track; everything else runs on the PEs' own clock."""
+    return "fabric" if e.cat == "fabric" else "pe"
+
+
+def _lanes(events: list[Event], offset: float, ns_per_cycle: float) -> list[list[tuple]]:
+    """Events as (start ns, end ns, event), packed greedily into the fewest lanes in which no
+    two overlap. Events shorter than a nanosecond are dropped: Perfetto would draw them as
+    zero-length slices nested inside their neighbours."""
+    lanes: list[list[tuple]] = []
+    spans = sorted((round((offset + e.start) * ns_per_cycle),
+                    round((offset + e.start + e.dur) * ns_per_cycle), i) for i, e in enumerate(events))
+    for ts, end, i in spans:
+        if end <= ts:
+            continue
+        lane = next((ln for ln in lanes if ln[-1][1] <= ts), None)
+        if lane is None:
+            lane = []
+            lanes.append(lane)
+        lane.append((ts, end, events[i]))
+    return lanes
+
+
+def _meta(name: str, pid: int, tid: int, value, key: str = "name") -> dict:
+    return {"name": name, "ph": "M", "pid": pid, "tid": tid, "args": {key: value}}

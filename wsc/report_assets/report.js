@@ -12,22 +12,25 @@
   var CAT = { c: ['compute', cssVar('--compute')], f: ['fabric', cssVar('--fabric')],
               s: ['send', cssVar('--send')], w: ['waiting', cssVar('--wait')] };
   var selected = -1;
+  var matches = null;  // the search's matches (a flag per kernel), or null: no filter
+  function shown(idx) { return !matches || matches[idx] === 1; }
 
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
   function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]; }); }
+  var NBSP = '\u00a0';  // joins a number to its unit: the two never wrap apart
   function fint(v) { return v === null || v === undefined ? '—' : Math.round(v).toLocaleString('en-US'); }
   function fbytes(n) {
     if (n === null || n === undefined) return '—';
     var u = [['GiB', 1073741824], ['MiB', 1048576], ['KiB', 1024]];
-    for (var i = 0; i < u.length; i++) if (n >= u[i][1]) return (n / u[i][1]).toFixed(1) + ' ' + u[i][0];
-    return Math.round(n) + ' B';
+    for (var i = 0; i < u.length; i++) if (n >= u[i][1]) return (n / u[i][1]).toFixed(1) + NBSP + u[i][0];
+    return Math.round(n) + NBSP + 'B';
   }
   function ftime(cycles) {
     var s = cycles / M.clock_hz;
-    if (s >= 1) return s.toPrecision(3) + ' s';
-    if (s >= 1e-3) return (s * 1e3).toPrecision(3) + ' ms';
-    if (s >= 1e-6) return (s * 1e6).toPrecision(3) + ' µs';
-    return (s * 1e9).toPrecision(3) + ' ns';
+    if (s >= 1) return s.toPrecision(3) + NBSP + 's';
+    if (s >= 1e-3) return (s * 1e3).toPrecision(3) + NBSP + 'ms';
+    if (s >= 1e-6) return (s * 1e6).toPrecision(3) + NBSP + 'µs';
+    return (s * 1e9).toPrecision(3) + NBSP + 'ns';
   }
   function lerpColor(stops, t) {
     t = Math.max(0, Math.min(1, t)) * (stops.length - 1);
@@ -73,7 +76,8 @@
   }
   function kernelTip(k) {
     return '<b>' + esc(k.name) + '</b> <span class="k">' + esc((KIND[k.kind] || { label: k.kind }).label) + '</span>' +
-      (k.module ? '<div><span class="k">module:</span> ' + esc(k.module) + '</div>' : '') +
+      (k.module ? '<div><span class="k">module:</span> ' + esc(k.module) +
+        (k.layer === null ? '' : ' <span class="k">(layer ' + k.layer + ')</span>') + '</div>' : '') +
       '<div><span class="k">grid:</span> ' + k.rows + ' x ' + k.cols + ' PEs (' + fint(k.pes) + ') at (' + k.x + ', ' + k.y + ')</div>' +
       '<div><span class="k">SRAM:</span> ' + fint(k.sram) + ' B per PE, ' + k.sram_pct.toFixed(1) + '% of the ' +
       fbytes(M.sram_budget) + ' budget' + (k.weight_bytes ? ' (weights ' + fbytes(k.weight_bytes) + ')' : '') +
@@ -172,10 +176,10 @@
     });
     if (layers.kernels) {
       visible.forEach(function (idx) {
-        var k = K[idx], color = (KIND[k.kind] || { color: '#8c8c8c' }).color;
+        var k = K[idx], color = shown(idx) ? (KIND[k.kind] || { color: '#8c8c8c' }).color : '#c3c8ce';
         var x = k.x * s, y = k.y * s, w = k.cols * s, h = k.rows * s;
         if (!layers.sram) {
-          ctx.globalAlpha = layers.routes ? 0.55 : 0.9;
+          ctx.globalAlpha = !shown(idx) ? 0.5 : layers.routes ? 0.55 : 0.9;
           ctx.fillStyle = color; ctx.fillRect(x, y, w, h);
           ctx.globalAlpha = 1;
         }
@@ -187,13 +191,14 @@
       });
     }
     if (layers.routes && L.length) drawLinks(s);
+    var highlighted = matches ? drawMatches(visible, s) : 0;
     if (selected >= 0) drawSelection(s);
     var labels = 0, sample = '';
     if (layers.labels) {
       ctx.textAlign = 'center'; ctx.textBaseline = 'middle'; ctx.lineJoin = 'round';
       visible.forEach(function (idx) {
         var k = K[idx], w = k.cols * s, h = k.rows * s;
-        if (h < 11 || w < 16) return;
+        if (h < 11 || w < 16 || !shown(idx)) return;
         // the longest name that fits, at the normal size, then smaller; never scaled with zoom
         var cands = [k.name].concat(shortName(k.name)), text = null, font = null;
         [labelFontPx, labelFontPx - 2].forEach(function (px) {
@@ -220,6 +225,7 @@
     status.setAttribute('data-mesh', 'ok');
     status.setAttribute('data-labels', String(labels));
     status.setAttribute('data-label-sample', sample);
+    status.setAttribute('data-mesh-highlighted', String(highlighted));
     status.setAttribute('data-mesh-ms', (performance.now() - t0).toFixed(1));
   }
 
@@ -234,6 +240,7 @@
   function drawLinks(s) {
     var off = s >= 4 ? 0.18 : 0;
     ctx.lineWidth = Math.max(1.2, Math.min(6, 0.3 * s)); ctx.lineCap = 'butt';
+    ctx.globalAlpha = matches ? 0.3 : 1;  // links carry many kernels' routes: faded behind a search
     for (var b = 0; b < BUCKETS; b++) {
       var runs = bucketRuns[b];
       if (!runs.length) continue;
@@ -244,6 +251,19 @@
       }
       ctx.stroke();
     }
+    ctx.globalAlpha = 1;
+  }
+  function drawMatches(visible, s) {
+    // the search's matches outlined above the heat map, so they stand out from the greyed rest
+    var n = 0;
+    ctx.strokeStyle = '#111'; ctx.lineWidth = 2; ctx.setLineDash([]);
+    visible.forEach(function (idx) {
+      if (!shown(idx)) return;
+      var k = K[idx];
+      ctx.strokeRect(k.x * s + 1, k.y * s + 1, Math.max(1, k.cols * s - 2), Math.max(1, k.rows * s - 2));
+      n++;
+    });
+    return n;
   }
   function drawSelection(s) {
     var k = K[selected];
@@ -357,17 +377,33 @@
   document.getElementById('zoom-fit').addEventListener('click', function () { fit(); requestDraw(); });
 
   // --- selection: mesh, table and timeline agree on one kernel -----------------------------
-  var rowsByIndex = {};
-  Array.prototype.forEach.call(document.querySelectorAll('#kernels tbody tr'), function (tr) {
+  var table = document.getElementById('kernels'), tableWrap = table.parentNode;
+  var grouped = document.getElementById('group-layers');
+  var tableOrder = Array.prototype.slice.call(table.tBodies[0].rows), rowsByIndex = {}, groupRows = [];
+  tableOrder.forEach(function (tr) {
+    if (tr.classList.contains('group')) {
+      groupRows.push(tr);
+      tr.addEventListener('click', function () { tr.classList.toggle('folded'); refreshTable(); });
+      return;
+    }
     rowsByIndex[tr.getAttribute('data-i')] = tr;
     tr.addEventListener('click', function () { select(+tr.getAttribute('data-i'), true); });
   });
+  function revealRow(tr) {
+    // scroll the table's own box to the row, never the page (scrollIntoView scrolls every
+    // ancestor, so a click on the mesh used to carry the reader away to the table)
+    if (tr.hidden) return;
+    var w = tableWrap.getBoundingClientRect(), r = tr.getBoundingClientRect();
+    var top = w.top + table.tHead.getBoundingClientRect().height;
+    if (r.top < top) tableWrap.scrollTop -= top - r.top;
+    else if (r.bottom > w.bottom) tableWrap.scrollTop += r.bottom - w.bottom;
+  }
   function select(idx, centre) {
     if (selected >= 0 && rowsByIndex[selected]) rowsByIndex[selected].classList.remove('sel');
     selected = idx === selected && !centre ? -1 : idx;
     if (selected >= 0) {
       var tr = rowsByIndex[selected];
-      if (tr) { tr.classList.add('sel'); if (!centre) tr.scrollIntoView({ block: 'nearest' }); }
+      if (tr) { tr.classList.add('sel'); if (!centre) revealRow(tr); }
       if (centre) {
         var k = K[selected], r = canvas.getBoundingClientRect();
         var s = Math.max(view.s, Math.min(80, 0.3 * Math.min(r.width / k.cols, r.height / k.rows)));
@@ -378,29 +414,92 @@
     requestDraw(); drawTimeline();
   }
 
-  // --- sortable table ------------------------------------------------------------------------
-  var table = document.getElementById('kernels');
+  // --- the table: grouped by layer, sortable, filtered by the search ------------------------
+  function refreshTable() {
+    var counts = {};
+    Object.keys(rowsByIndex).forEach(function (i) {
+      var tr = rowsByIndex[i], g = tr.getAttribute('data-g');
+      var folded = grouped.checked && groupRows[g].classList.contains('folded');
+      tr.hidden = !shown(+i) || folded;
+      if (shown(+i)) counts[g] = (counts[g] || 0) + 1;
+    });
+    groupRows.forEach(function (tr, g) { tr.hidden = !grouped.checked || !counts[g]; });
+  }
+  grouped.addEventListener('change', function () {
+    if (grouped.checked) {  // back to pipeline order, under the layers' headers
+      Array.prototype.forEach.call(table.querySelectorAll('th'), function (o) { o.removeAttribute('data-dir'); });
+      tableOrder.forEach(function (tr) { table.tBodies[0].appendChild(tr); });
+    }
+    refreshTable();
+  });
   Array.prototype.forEach.call(table.querySelectorAll('th'), function (th) {
     th.addEventListener('click', function () {
       var col = +th.getAttribute('data-col'), dir = th.getAttribute('data-dir') === 'asc' ? 'desc' : 'asc';
       Array.prototype.forEach.call(table.querySelectorAll('th'), function (o) { o.removeAttribute('data-dir'); });
       th.setAttribute('data-dir', dir);
-      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      grouped.checked = false;  // a sorted table is one flat list
+      var body = table.tBodies[0], rows = tableOrder.filter(function (tr) { return !tr.classList.contains('group'); });
       var key = function (tr) { var td = tr.cells[col], v = td.getAttribute('data-v'); return v === null ? td.textContent : +v; };
       rows.sort(function (a, b) {
         var x = key(a), y = key(b), c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y));
         return (dir === 'asc' ? c : -c) || (+a.getAttribute('data-i') - +b.getAttribute('data-i'));
       });
       rows.forEach(function (tr) { body.appendChild(tr); });
+      refreshTable();
     });
   });
+
+  // --- search: one box filters the mesh, the timeline and the table --------------------------
+  var search = document.getElementById('search'), searchCount = document.getElementById('search-count');
+  function parseQuery(q) {
+    // "layer 3", "layers 2-4" and "L3" pick layers; every other word must appear in the
+    // kernel's name, module path or kind ("model.layers.3." is one block, "mlp" every MLP)
+    var ranges = [];
+    q = q.toLowerCase().replace(/\b(?:layers?\s*|l)(\d+)(?:\s*[-–]\s*(\d+))?\b/g, function (_, a, b) {
+      ranges.push([+a, b === undefined ? +a : +b]);
+      return ' ';
+    });
+    return { ranges: ranges, words: q.split(/\s+/).filter(Boolean) };
+  }
+  function kernelMatches(k, q) {
+    var inLayer = function (r) { return k.layer !== null && k.layer >= r[0] && k.layer <= r[1]; };
+    if (q.ranges.length && !q.ranges.some(inLayer)) return false;
+    var text = [k.name, k.module, k.kind, (KIND[k.kind] || { label: '' }).label].join(' ').toLowerCase();
+    return q.words.every(function (w) { return text.indexOf(w) >= 0; });
+  }
+  function applySearch() {
+    var q = parseQuery(search.value), n = 0;
+    matches = null;
+    if (q.ranges.length || q.words.length) {
+      matches = new Uint8Array(K.length);
+      K.forEach(function (k, i) { if (kernelMatches(k, q)) { matches[i] = 1; n++; } });
+    }
+    searchCount.textContent = matches ? n + ' of ' + K.length + ' kernels' : K.length + ' kernels';
+    search.classList.toggle('nomatch', matches !== null && n === 0);
+    status.setAttribute('data-search-matches', matches ? String(n) : 'all');
+    refreshTable(); draw(); drawTimeline();  // one discrete change: draw it now, not next frame
+  }
+  function zoomToMatches() {
+    var x0 = W, y0 = H, x1 = 0, y1 = 0, r = canvas.getBoundingClientRect(), pad = 12;
+    K.forEach(function (k, i) {
+      if (!matches || !matches[i]) return;
+      x0 = Math.min(x0, k.x); y0 = Math.min(y0, k.y); x1 = Math.max(x1, k.x + k.cols); y1 = Math.max(y1, k.y + k.rows);
+    });
+    if (x1 <= x0) return;
+    view.s = Math.max(fitScale, Math.min(80, (r.width - 2 * pad) / (x1 - x0), (r.height - 2 * pad) / (y1 - y0)));
+    view.ox = r.width / 2 - (x0 + x1) / 2 * view.s; view.oy = r.height / 2 - (y0 + y1) / 2 * view.s;
+    requestDraw();
+  }
+  search.addEventListener('input', applySearch);
+  search.addEventListener('keydown', function (ev) { if (ev.key === 'Enter') zoomToMatches(); });
 
   // --- timeline ------------------------------------------------------------------------------
   var tlCanvas = document.getElementById('timeline'), tl = tlCanvas.getContext('2d');
   var axCanvas = document.getElementById('timeline-axis'), ax = axCanvas.getContext('2d');
   var phases = Object.keys(D.timeline).sort(function (a, b) { return (a === 'prefill' ? 0 : 1) - (b === 'prefill' ? 0 : 1); });
   var phase = phases[0], tv = { a: 0, b: 1 }, parsed = {};
-  var GUTTER = 230, rowH = K.length > 60 ? 10 : 16;
+  var tlOrder = [];  // the kernel drawn on each timeline row: the search's matches, in pipeline order
+  var GUTTER = 230, rowH = 16;
   function runsOf(ph) {
     if (!parsed[ph]) {
       parsed[ph] = D.timeline[ph].rows.map(function (rle) {
@@ -427,7 +526,9 @@
     if (!phase) { status.setAttribute('data-timeline', 'none'); return; }
     phases.forEach(function (ph) { document.getElementById('tab-' + ph).classList.toggle('on', ph === phase); });
     var T = D.timeline[phase], bins = T.bins, rows = runsOf(phase);
-    var dp = window.devicePixelRatio || 1, cssW = tlCanvas.getBoundingClientRect().width, cssH = rows.length * rowH + 2;
+    tlOrder = K.map(function (_, i) { return i; }).filter(shown);
+    rowH = tlOrder.length > 60 ? 10 : 16;  // a big model's rows are thin until a search narrows them
+    var dp = window.devicePixelRatio || 1, cssW = tlCanvas.getBoundingClientRect().width, cssH = tlOrder.length * rowH + 2;
     tlCanvas.style.height = cssH + 'px';
     tlCanvas.width = Math.round(cssW * dp); tlCanvas.height = Math.round(cssH * dp);
     var plotW = Math.max(10, cssW - GUTTER - 8), span = tv.b - tv.a;
@@ -435,17 +536,19 @@
     tl.setTransform(dp, 0, 0, dp, 0, 0);
     tl.clearRect(0, 0, cssW, cssH);
     tl.font = (rowH >= 14 ? 11 : 9) + 'px system-ui, sans-serif'; tl.textBaseline = 'middle'; tl.textAlign = 'right';
-    // grid lines at the axis ticks
-    // ticks at round times: a nice step in seconds, converted to cycles
+    // grid lines at the axis ticks: round times, a nice step in seconds converted to cycles
     var cyc = T.cycles, step = niceStep(span * cyc / M.clock_hz, plotW) * M.clock_hz, t0 = Math.ceil(tv.a * cyc / step) * step;
     tl.fillStyle = '#eef1f4';
     for (var t = t0; t <= tv.b * cyc; t += step) tl.fillRect(Math.round(X(t / cyc * bins)), 0, 1, cssH);
-    rows.forEach(function (runs, r) {
-      var y = r * rowH + 1;
-      if (r === selected) { tl.fillStyle = '#ddf4ff'; tl.fillRect(0, y, cssW, rowH); }
+    tlOrder.forEach(function (ki, r) {
+      var y = r * rowH + 1, runs = rows[ki];
+      if (ki === selected) { tl.fillStyle = '#ddf4ff'; tl.fillRect(0, y, cssW, rowH); }
       else if (r % 2) { tl.fillStyle = 'rgba(0,0,0,0.025)'; tl.fillRect(0, y, cssW, rowH); }
+      if (r > 0 && K[tlOrder[r - 1]].layer !== K[ki].layer) {  // a rule between layers
+        tl.fillStyle = '#aab3bd'; tl.fillRect(0, y - 1, cssW, 1);
+      }
       tl.fillStyle = '#333';
-      var name = K[r].name, maxW = GUTTER - 8;
+      var name = K[ki].name, maxW = GUTTER - 8;
       if (tl.measureText(name).width > maxW) { var sn = shortName(name); name = sn[0]; if (tl.measureText(name).width > maxW) name = sn[1]; }
       tl.fillText(name, GUTTER - 6, y + rowH / 2);
       tl.save(); tl.beginPath(); tl.rect(GUTTER, 0, plotW, cssH); tl.clip();
@@ -455,7 +558,7 @@
         tl.fillStyle = CAT[runs[j]][1];
         tl.fillRect(x0, y + 1, Math.max(1, x1 - x0), rowH - 2);
       }
-      var ph = K[r][phase];
+      var ph = K[ki][phase];
       if (ph) { tl.fillStyle = '#111'; tl.fillRect(X(ph.end / cyc * bins) - 0.5, y, 1.5, rowH); }
       tl.restore();
     });
@@ -472,7 +575,7 @@
       if (x > GUTTER + 20 && x < GUTTER + plotW - 10) ax.fillText(ftime(t), x, 9);
     }
     status.setAttribute('data-timeline', 'ok');
-    status.setAttribute('data-timeline-rows', String(rows.length));
+    status.setAttribute('data-timeline-rows', String(tlOrder.length));
   }
   function tlPoint(ev) {
     var r = tlCanvas.getBoundingClientRect(), plotW = Math.max(10, r.width - GUTTER - 8);
@@ -489,7 +592,7 @@
   }, { passive: false });
   tlCanvas.addEventListener('pointerdown', function (ev) { tdrag = { x: ev.clientX, a: tv.a, moved: false }; capture(tlCanvas, ev); });
   tlCanvas.addEventListener('pointerup', function (ev) {
-    if (tdrag && !tdrag.moved) { var p = tlPoint(ev); if (p.row >= 0 && p.row < K.length) select(p.row, false); }
+    if (tdrag && !tdrag.moved) { var p = tlPoint(ev); if (p.row >= 0 && p.row < tlOrder.length) select(tlOrder[p.row], false); }
     tdrag = null;
   });
   tlCanvas.addEventListener('dblclick', function () { tv.a = 0; tv.b = 1; drawTimeline(); });
@@ -501,8 +604,8 @@
       if (Math.abs(ev.clientX - tdrag.x) > 3) tdrag.moved = true;
       if (tdrag.moved) { var span = tv.b - tv.a; tv.a = Math.max(0, Math.min(1 - span, tdrag.a - dx)); tv.b = tv.a + span; drawTimeline(); hideTip(); return; }
     }
-    if (p.row < 0 || p.row >= K.length || p.px < GUTTER) { hideTip(); return; }
-    var T = D.timeline[phase], k = K[p.row], bin = Math.floor(p.f * T.bins), runs = runsOf(phase)[p.row], what = 'idle';
+    if (p.row < 0 || p.row >= tlOrder.length || p.px < GUTTER) { hideTip(); return; }
+    var ki = tlOrder[p.row], T = D.timeline[phase], k = K[ki], bin = Math.floor(p.f * T.bins), runs = runsOf(phase)[ki], what = 'idle';
     for (var j = 0; j < runs.length; j += 3) if (bin >= runs[j + 1] && bin < runs[j + 1] + runs[j + 2]) { what = CAT[runs[j]][0]; break; }
     var ph = k[phase], html = '<b>' + esc(k.name) + '</b> <span class="k">' + phase + '</span><div>at ' + ftime(p.f * T.cycles) +
       ' (cycle ' + fint(p.f * T.cycles) + '): ' + what + '</div>';
@@ -519,4 +622,5 @@
     resizeTimer = setTimeout(function () { var s = view.s / fitScale; resize(); fit(); if (s !== 1) zoomAt(canvas.width / dpr / 2, canvas.height / dpr / 2, s); draw(); drawTimeline(); }, 100);
   });
   layout();
+  if (search.value) applySearch();  // a reload keeps what was typed
 })();
