@@ -8,7 +8,8 @@ return code instead of taking pytest down:
 Every compile goes through the CLI in-process, as a user runs it, and this process sends itself
 SIGINT from inside one stage: in most stages at the N-th Python call of the stage (N a fraction
 of the calls a warm-up compile made there: deterministic), in tracing and placement after a
-fraction of the stage's warm-up duration. One JSON line per compile says what came of it. The
+fraction of the stage's warm-up duration (tracing defers a Ctrl-C to its end, placement stops
+CP-SAT's native search at once). One JSON line per compile says what came of it. The
 warm-up's traced model is reused by the rounds that interrupt a later stage, so that only the
 trace rounds pay for tracing.
 """

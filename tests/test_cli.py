@@ -290,8 +290,7 @@ def test_compile_outputs_are_checked_before_the_compile_starts(ckpt, tmp_path):
     (folder / "todo.txt").write_text("mine")
     cases = [(file, "a file of that name exists"),
              (folder, "the directory exists and is not a wsc bundle"),
-             (tmp_path / "no" / "such" / "o.wsc", "the directory " + str(tmp_path / "no" / "such") + " does not exist"),
-             (file / "o.wsc", "is not a directory")]
+             (file / "sub" / "o.wsc", f"{file} is not a directory")]
     for out, needle in cases:
         r = wsc("compile", ckpt, "-o", out)
         assert_clean_error(r, needle)
@@ -307,15 +306,19 @@ def test_a_read_only_directory_is_refused_up_front(ckpt, tmp_path):
     ro.chmod(0o500)
     if os.access(ro, os.W_OK):  # root writes anywhere; /sys is read-only even for root
         ro = Path("/sys")
-    r = wsc("compile", ckpt, "-o", ro / "o.wsc")
+    r = wsc("compile", ckpt, "-o", ro / "sub" / "o.wsc")
     assert_clean_error(r, f"cannot write in {ro}")
     assert _no_stage_ran(r)
 
 
 def test_simulate_and_report_outputs_are_checked(bundle, tmp_path):
+    file = tmp_path / "f"
+    file.write_text("mine")
     assert_clean_error(wsc("simulate", bundle, "--json", tmp_path), f"--json {tmp_path} is a directory")
-    assert_clean_error(wsc("simulate", bundle, "--trace", tmp_path / "no" / "t.json"), "does not exist")
-    assert_clean_error(wsc("report", bundle, "-o", tmp_path / "no" / "r.html"), "does not exist")
+    assert_clean_error(wsc("simulate", bundle, "--trace", file / "t.json"), f"{file} is not a directory")
+    assert_clean_error(wsc("report", bundle, "-o", file / "r.html"), f"{file} is not a directory")
+    r = wsc("simulate", bundle, "--estimate-only", "--json", tmp_path / "new" / "r.json")
+    assert r.returncode == 0 and (tmp_path / "new" / "r.json").is_file()  # directories are made
 
 
 def test_messages_print_literally(tmp_path):

@@ -166,6 +166,8 @@ def simulate_cmd(
         for path, option in ((json_out, "--json"), (trace, "--trace")):
             if path is not None:
                 check_file_output(path, option)
+        if trace is not None:
+            trace.parent.mkdir(parents=True, exist_ok=True)  # the trace writer expects it
         if estimate_only:
             _note_ignored(check=check, tokens=tokens is not None, trace=trace is not None)
         with err.status("simulating"):

@@ -175,7 +175,6 @@ class Pipeline:
 
     def run(self) -> CompileResult:
         from wsc.frontend import load_checkpoint, load_config_only
-        from wsc.frontend.importer import import_model
         from wsc.passes.graph_pipeline import run_graph_passes
         from wsc.passes.kernels import LowerCtx
         from wsc.passes.lower_tile import lower_to_tile
@@ -191,7 +190,7 @@ class Pipeline:
             loaded = self.stage("load", load_checkpoint, o.checkpoint,
                                 attn_implementation=o.attn_implementation, no_weights=o.no_weights)
         check_weights_fit(loaded, t, o.dtype)
-        imported = self.stage("trace+import", import_model, loaded, o.seq_len)
+        imported = self.stage("trace+import", self.trace, loaded)
         graph = imported.module
         graph.verify()
         self.dump("import", graph)
@@ -259,6 +258,14 @@ class Pipeline:
         self.stage("emit", self.emit, tmodule, None if o.no_weights else shards, placement,
                    manifest, log)
         return CompileResult(Path(o.output), "bundle", self.stages, len(choices), pes)
+
+    def trace(self, loaded):
+        """torch.export and import, with Ctrl-C deferred until torch is done: an interrupt
+        inside torch.export could abort the process (`interrupts.deferred`)."""
+        from wsc.frontend.importer import import_model
+
+        with interrupts.deferred():
+            return import_model(loaded, self.opts.seq_len)
 
     def emit(self, tmodule: ModuleOp, shards, placement: Placed, manifest: Manifest, log: dict) -> None:
         """The report (rendered here so that it counts as emitting), then the bundle."""

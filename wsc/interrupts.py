@@ -4,8 +4,9 @@ Python raises KeyboardInterrupt wherever the main thread happens to be, and in a
 the exception is dropped: a generator finalised at that moment, a `__del__`, a library that
 catches everything. `install` makes Ctrl-C raise as usual and also remember that it was
 pressed; the driver `check`s after every stage, the bundle writer before it commits, and the
-CLI reports any failure after a Ctrl-C as the interrupt it is. (CP-SAT's own handler is turned
-off: `wsc.placement.interrupt`.)
+CLI reports any failure after a Ctrl-C as the interrupt it is. Code that an interrupt could
+crash runs with it `deferred`, steps that belong together with it `held`. (CP-SAT's own
+handler is turned off: `wsc.placement.interrupt`.)
 """
 
 from __future__ import annotations
@@ -40,7 +41,21 @@ def check() -> None:
 
 
 @contextlib.contextmanager
-def held() -> Iterator[list]:
+def deferred() -> Iterator[None]:
+    """Hold Ctrl-C while code runs that a KeyboardInterrupt could crash, and raise it when
+    the block ends; a second Ctrl-C raises at once (whoever presses twice takes the risk).
+
+    torch.export is such code: it calls back into Python from C++, and a KeyboardInterrupt
+    raised in one of those callbacks aborted the process (SIGABRT) about once in twenty."""
+    with held(second_raises=True) as came:
+        yield
+    if came:
+        _state["pressed"] = True
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def held(*, second_raises: bool = False) -> Iterator[list]:
     """Hold Ctrl-C for the block, so that steps that belong together (renaming a bundle into
     place, and undoing that) are never cut in half; the yielded list records whether Ctrl-C
     came meanwhile, and the block decides what that means (not `pressed`: a Ctrl-C after the
@@ -50,7 +65,14 @@ def held() -> Iterator[list]:
     if threading.current_thread() is not threading.main_thread():
         yield came
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+
+    def hold(signum, frame) -> None:
+        came.append(signum)
+        if second_raises and len(came) > 1:
+            _state["pressed"] = True
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield came
     finally:

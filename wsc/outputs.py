@@ -41,23 +41,24 @@ def check_dir_output(path: Path, option: str) -> None:
 
 
 def write_text(path: Path, text: str, option: str) -> None:
-    """Write a result file; a failure (disk full, permissions changed) is one clear error."""
+    """Write a result file (and the directories above it); a failure (disk full,
+    permissions changed) is one clear error."""
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     except OSError as e:
         raise WscError(f"cannot write {option} {path}: {e.strerror or e}") from None
 
 
 def _check_parent(path: Path, option: str) -> None:
-    parent = path.parent
-    if not parent.exists():
-        raise UsageError(f"{option} {path}: the directory {parent} does not exist",
-                         hint="create it first")
-    if not parent.is_dir():
-        raise UsageError(f"{option} {path}: {parent} is not a directory")
+    """Missing directories are created, as every writer does: the nearest one that exists
+    must be a directory that can be written."""
+    existing = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is not a directory")
     try:  # access() says yes to root and knows nothing of read-only mounts: try it
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UsageError(f"{option} {path}: cannot write in {parent} ({e.strerror or e})") from None
+        raise UsageError(f"{option} {path}: cannot write in {existing} ({e.strerror or e})") from None
