@@ -42,13 +42,13 @@ def test_ctrl_c_in_every_stage_leaves_nothing_behind(tmp_path):
 STOP_SCRIPT = """
 import os, signal, threading, time
 from wsc.placement import place
-from wsc.placement.synthetic import gpt2_graph
-kernels, edges = gpt2_graph(2)
-for delay in (0.3, 1.0):  # in the bound's solves, in the main solves (a 30 s budget)
+from wsc.placement.synthetic import llama_graph
+kernels, edges = llama_graph(1)  # on WSE-3 with a 30 s limit: about 10 s of solving
+for delay in (0.5, 3.0):  # in the bound's solves, in the main solves
     threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
     t0 = time.perf_counter()
     try:
-        place(kernels, edges, width=400, height=300, time_limit=30)
+        place(kernels, edges, width=755, height=1170, time_limit=30)
         print("placed", flush=True)
     except KeyboardInterrupt:
         print("stopped", round(time.perf_counter() - t0 - delay, 3), threading.active_count(), flush=True)
