@@ -21,6 +21,7 @@ from wsc.bundle_format import (
     COMPILE_LOG, MANIFEST, PLACEMENT, PROGRAM, REPORT, WEIGHTS, Manifest, dump_json,
     encode_shard, sha256_file,
 )
+from wsc import interrupts
 from wsc.errors import WscError
 from wsc.ir import print_module
 from wsc.passes.tile_builder import WeightShard
@@ -38,10 +39,10 @@ def write_bundle(out: Path, *, program, shards: list[WeightShard] | None,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
         (tmp / PROGRAM).write_text(print_module(program))
         if shards is not None:
             tensors = {s.key: shard_bytes(s) for s in sorted(shards, key=lambda s: s.key)}
@@ -52,14 +53,20 @@ def write_bundle(out: Path, *, program, shards: list[WeightShard] | None,
             (tmp / REPORT).write_text(report)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(manifest.with_files(files).text())
-        _replace(tmp, out)
+        with interrupts.held() as came:
+            _commit(tmp, out, came)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interrupts.held():  # a second Ctrl-C must not leave the temporary directory behind
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def _replace(tmp: Path, out: Path) -> None:
+def _commit(tmp: Path, out: Path, came: list) -> None:
+    """Move the finished bundle `tmp` to `out`, replacing a bundle there; a Ctrl-C that came
+    meanwhile (or earlier, and was lost) undoes it all: an interrupted compile leaves what
+    was there."""
+    interrupts.check()
     if out.exists() and not (out / MANIFEST).is_file():
         raise WscError(f"{out} exists and is not a wsc bundle; refusing to replace it")
     old = None
@@ -67,5 +74,10 @@ def _replace(tmp: Path, out: Path) -> None:
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.rename(out, old)
     os.rename(tmp, out)
+    if came:  # (a Ctrl-C after this look is too late: the compile has finished)
+        os.rename(out, tmp)
+        if old is not None:
+            os.rename(old, out)
+        raise KeyboardInterrupt
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -705,3 +705,32 @@ def verify_persistent(module: ModuleOp) -> None:
                         f"persistent buffer {key[1]} of region {key[0]} is declared "
                         f"differently by program {prog.sym_name.data}"
                     )
+
+
+def verify_on_mesh(module: ModuleOp, width: int, height: int) -> None:
+    """What the machine needs beyond each op's own invariants, checked when a program is
+    loaded (an edited program with recomputed hashes passes every other check): buffers start
+    at a non-negative offset, every region lies inside the `width` x `height` mesh, a region
+    sits in the same place in every program, and no two regions share a PE."""
+    rects: dict[str, tuple[int, int, int, int]] = {}  # region -> (x, y, cols, rows)
+    for prog in programs(module).values():
+        for region in prog.regions_():
+            name = region.sym_name.data
+            for b in region.buffers():
+                if b.offset_bytes < 0:
+                    raise VerifyException(f"region {name}: buffer {b.sym.data} has a negative "
+                                          f"offset ({b.offset_bytes})")
+            (x, y), (rows, cols) = get_ints(region.origin), region.grid
+            if x < 0 or y < 0 or x + cols > width or y + rows > height:
+                raise VerifyException(f"region {name} ({rows}x{cols} PEs at x={x}, y={y}) lies "
+                                      f"outside the {width}x{height} mesh")
+            if rects.setdefault(name, (x, y, cols, rows)) != (x, y, cols, rows):
+                raise VerifyException(f"region {name} is placed differently by program "
+                                      f"{prog.sym_name.data}")
+    placed = sorted(rects.items(), key=lambda item: item[1][0])  # by x: a sweep, not all pairs
+    for i, (a, (ax, ay, aw, ah)) in enumerate(placed):
+        for b, (bx, by, bw, bh) in placed[i + 1:]:
+            if bx >= ax + aw:
+                break
+            if by < ay + ah and ay < by + bh:
+                raise VerifyException(f"regions {a} and {b} are placed on the same PEs")

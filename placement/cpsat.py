@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from wsc.placement import interrupt
 from wsc.placement.hops import in_port, out_port
 from wsc.placement.spec import KernelSpec, Rect
 
@@ -171,7 +172,9 @@ def parallel(fn, items: list, workers: int) -> list:
     if workers <= 1 or len(items) <= 1:
         return [fn(i) for i in items]
     with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
+        futures = [pool.submit(fn, i) for i in items]
+        interrupt.wait_all(futures)
+        return [f.result() for f in futures]
 
 
 @dataclass
@@ -345,11 +348,12 @@ def solve(win: Window, *, det_time: float, seed: int, clock: Clock | None = None
     p.random_seed = seed
     p.num_workers = 1
     p.max_deterministic_time = det_time
+    p.catch_sigint_signal = False  # Ctrl-C stays Python's (interrupt.py)
     if not win.lp:
         p.linearization_level = 0
     if wall_limit is not None:
         p.max_time_in_seconds = max(0.05, wall_limit)
-    status = solver.Solve(m)
+    status = interrupt.solve(solver, m)
     name = solver.StatusName(status)
     dtime = solver.deterministic_time
     capped = (status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE) and wall_limit is not None

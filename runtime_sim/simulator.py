@@ -19,7 +19,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from wsc.errors import BundleError, SimulationError
 from wsc.ir import parse_module
-from wsc.ir.tile import programs, verify_persistent
+from wsc.ir.tile import programs, verify_on_mesh, verify_persistent
 from wsc.bundle_format import PLACEMENT, PROGRAM, WEIGHTS, Bundle, Manifest, check_shard, open_bundle
 from wsc.machine.colors import color_violations
 from wsc.runtime_sim.memory import RegionMemory
@@ -56,6 +56,7 @@ class Simulator:
         self.check_finite = check_finite
         try:
             verify_persistent(module)
+            verify_on_mesh(module, self.target.usable_width, self.target.usable_height)
         except VerifyException as e:
             raise BundleError(f"{origin}: {e}") from None
         self.programs = {n: LoadedProgram.load(p) for n, p in programs(module).items()}
@@ -181,7 +182,7 @@ class Simulator:
         """Prefill, then `steps` greedy decode steps; times come from the cycle model."""
         max_seq = self.manifest.max_seq
         ids = np.asarray(ids).reshape(-1)
-        if ids.size + steps > max_seq:
+        if ids.size + steps - 1 > max_seq:  # the last token generated is never fed back
             raise SimulationError(
                 f"{ids.size} prompt tokens + {steps} generated exceed the KV cache of "
                 f"{max_seq} positions", hint="recompile with a larger --max-seq",

@@ -7,16 +7,20 @@ traceback. Anything that is not a `WscError` is a bug in wsc and says so.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from wsc.errors import UsageError, WscError
+from wsc import interrupts
+from wsc.errors import UsageError, WscError, WscWarning
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,20 +35,45 @@ STATE = {"debug": False}
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
     STATE["debug"] = debug
+    interrupts.install()
+    warnings.showwarning = _show_warning
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """wsc's own warnings as one plain line; everyone else's as Python prints them."""
+    if issubclass(category, WscWarning):
+        err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 def _fail(e: BaseException) -> None:
     if STATE["debug"]:
         traceback.print_exception(e)
-    if isinstance(e, WscError):
-        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(e.exit_code)
-    if isinstance(e, KeyboardInterrupt):
+    # whatever fails after a Ctrl-C fails because of it (a library that wrapped the
+    # KeyboardInterrupt in an error of its own, say)
+    if interrupts.pressed() or _caused_by_interrupt(e):
         err.print("[bold red]interrupted[/]")
         raise typer.Exit(130)
-    err.print(f"[bold red]internal error[/] (a bug in wsc): {type(e).__name__}: {e}\n"
+    if isinstance(e, WscError):
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code)
+    err.print(f"[bold red]internal error[/] (a bug in wsc): {type(e).__name__}: {escape(str(e))}\n"
               "  rerun with `wsc --debug ...` for the traceback", highlight=False)
     raise typer.Exit(70)
+
+
+def _caused_by_interrupt(e: BaseException | None) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 # --- compile ----------------------------------------------------------------------------
@@ -89,13 +118,14 @@ def compile_cmd(
         t0 = time.perf_counter()
         with err.status("compiling") as status:
             def progress(stage: str) -> None:
-                status.update(f"[bold]{stage}[/] ({time.perf_counter() - t0:.1f}s)")
-                err.print(f"  [dim]{time.perf_counter() - t0:6.1f}s[/] {stage}", highlight=False)
+                status.update(f"[bold]{escape(stage)}[/] ({time.perf_counter() - t0:.1f}s)")
+                err.print(f"  [dim]{time.perf_counter() - t0:6.1f}s[/] {escape(stage)}", highlight=False)
 
             result = Pipeline(opts, progress).run()
         what = "bundle" if result.stage == "bundle" else f"{result.stage} IR"
-        err.print(f"[green]wrote {what}[/] {result.output} in {time.perf_counter() - t0:.1f}s"
-                  + (f": {result.kernels} kernels on {result.pes} PEs" if result.kernels else ""))
+        err.print(f"[green]wrote {what}[/] {escape(str(result.output))} in {time.perf_counter() - t0:.1f}s"
+                  + (f": {result.kernels} kernels on {result.pes} PEs" if result.kernels else ""),
+                  highlight=False)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every error gets one message
         _fail(e)
 
@@ -104,10 +134,11 @@ def compile_cmd(
 
 
 def _parse_tokens(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise UsageError(f"--tokens must be comma-separated integers, got {text!r}") from None
+    items = [x.strip() for x in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]+", x) for x in items):
+        raise UsageError(f"--tokens takes token ids separated by commas, got {text!r}",
+                         hint="e.g. --tokens 17,4,250 (non-negative integers)")
+    return [int(x) for x in items]
 
 
 @app.command("simulate")
@@ -124,25 +155,41 @@ def simulate_cmd(
 ) -> None:
     """Run a bundle on the simulated wafer; optionally check it against PyTorch."""
     try:
+        from wsc.outputs import check_file_output, write_text
         from wsc.simulate import SimulateOptions, simulate
 
         opts = SimulateOptions(
-            bundle=bundle, tokens=_parse_tokens(tokens) if tokens else None, seed=seed,
+            bundle=bundle, tokens=None if tokens is None else _parse_tokens(tokens), seed=seed,
             check=check, generate=generate, estimate_only=estimate_only, checkpoint=checkpoint,
             trace=trace,
         )
+        for path, option in ((json_out, "--json"), (trace, "--trace")):
+            if path is not None:
+                check_file_output(path, option)
+        if trace is not None:
+            trace.parent.mkdir(parents=True, exist_ok=True)  # the trace writer expects it
+        if estimate_only:
+            _note_ignored(check=check, tokens=tokens is not None, trace=trace is not None)
         with err.status("simulating"):
             res = simulate(opts)
         _print_sim(res)
         if json_out is not None:
-            json_out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
-            err.print(f"[green]wrote[/] {json_out}")
+            write_text(json_out, json.dumps(res, indent=1, sort_keys=True) + "\n", "--json")
+            err.print(f"[green]wrote[/] {escape(str(json_out))}", highlight=False)
         if res.get("passed") is False:
             raise typer.Exit(3)
     except typer.Exit:
         raise
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
         _fail(e)
+
+
+def _note_ignored(**given: bool) -> None:
+    """--estimate-only moves no data: say which of the options given it has no use for."""
+    names = [f"--{name}" for name, on in given.items() if on]
+    if names:
+        err.print(f"note: --estimate-only models timing without running the programs; it "
+                  f"ignores {' and '.join(names)}", highlight=False)
 
 
 def _print_sim(res: dict) -> None:
@@ -156,9 +203,9 @@ def _print_sim(res: dict) -> None:
         lines.append(f"numerics vs torch: rel L2 {res['rel_l2_err']:.2e}, max abs "
                      f"{res['max_abs_err']:.2e}, top-1 agreement {res['top1_agree']:.3f}  {ok}")
     if "tokens_match" in res:
-        lines.append(f"generated tokens match transformers: {res['tokens_match']}")
+        lines.append(f"generated tokens match torch's greedy decoding: {res['tokens_match']}")
     for line in lines:
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)  # a result line stays one line
 
 
 # --- report -----------------------------------------------------------------------------
@@ -173,12 +220,19 @@ def report_cmd(
 ) -> None:
     """Write the placement report of a bundle as one self-contained HTML file."""
     try:
+        from wsc.outputs import check_file_output
         from wsc.report import timed_report
 
-        path, seconds = timed_report(bundle, output, sim=sim, png=png)
+        for path, option in ((output, "-o"), (png, "--png")):
+            if path is not None:
+                check_file_output(path, option)
+        try:
+            path, seconds = timed_report(bundle, output, sim=sim, png=png)
+        except OSError as e:  # the checks above cannot see a full disk
+            raise WscError(f"cannot write the report: {e.filename or ''} {e.strerror or e}") from None
         size = path.stat().st_size
-        err.print(f"[green]wrote[/] {path} ({size / 1e6:.2f} MB in {seconds:.1f}s)"
-                  + (f" and {png}" if png is not None else ""), highlight=False)
+        err.print(f"[green]wrote[/] {escape(str(path))} ({size / 1e6:.2f} MB in {seconds:.1f}s)"
+                  + (f" and {escape(str(png))}" if png is not None else ""), highlight=False)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
         _fail(e)
 
@@ -201,7 +255,9 @@ def opt_cmd(
         if output is None:
             sys.stdout.write(text)
         else:
-            output.write_text(text)
+            from wsc.outputs import write_text
+
+            write_text(output, text, "-o")
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
         _fail(e)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,15 +19,16 @@ from typing import Any
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 
-from wsc import __version__
+from wsc import __version__, interrupts
 from wsc.bundle_format import CheckpointInfo, IOSpec, Manifest, ModelInfo, TargetSource
-from wsc.errors import PlacementError, UsageError
+from wsc.errors import CapacityError, PlacementError, UsageError, WscWarning
 from wsc.ir import print_module
-from wsc.ir.attrs import ints
+from wsc.ir.attrs import DTYPE_BYTES, ints
 from wsc.ir.kernel import SRAM_BUDGET_ATTR, KernelOp
 from wsc.ir.tile import verify_persistent
 from wsc.machine.cost import CostModel
-from wsc.machine.target import Target, load_target
+from wsc.machine.target import Target, load_target, size_warning
+from wsc.outputs import check_bundle_output, check_dir_output, check_file_output
 
 STAGES = ("graph", "kernel", "placed", "tile", "bundle")
 PLACE_ATTEMPTS = 3  # replan with smaller grids when placement cannot pack the kernels
@@ -90,6 +92,12 @@ class CompileOptions:
             raise UsageError(f"--prefill-chunk {self.prefill_chunk} must divide --seq-len {self.seq_len}")
         if not self.prefill_chunk:
             self.prefill_chunk = default_prefill_chunk(self.seq_len)
+        if self.compile_to == "bundle":
+            check_bundle_output(self.output)
+        else:
+            check_file_output(self.output, "-o")
+        if self.dump_ir_to is not None:
+            check_dir_output(self.dump_ir_to, "--dump-ir-to")
 
 
 @dataclass
@@ -118,6 +126,8 @@ class Pipeline:
         opts.validate()
         self.opts = opts
         self.target: Target = load_target(opts.target)
+        if (warning := size_warning(self.target)) is not None:
+            warnings.warn(warning, WscWarning, stacklevel=2)
         self.progress = progress or (lambda msg: None)
         self.stages: list[StageLog] = []
         self._dump_index = 0
@@ -132,6 +142,7 @@ class Pipeline:
         self.progress(name)
         t0 = time.perf_counter()
         out = fn(*args, **kw)
+        interrupts.check()  # a Ctrl-C that the stage's code lost still ends the compile
         self.stages.append(StageLog(name, time.perf_counter() - t0))
         return out
 
@@ -153,15 +164,18 @@ class Pipeline:
         out = Path(self.opts.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.partial")
-        tmp.write_text(print_module(module))
-        tmp.replace(out)
+        try:
+            tmp.write_text(print_module(module))
+            tmp.replace(out)
+        except BaseException:  # an interrupt or a full disk: leave nothing half-written
+            tmp.unlink(missing_ok=True)
+            raise
         return CompileResult(out, stage, self.stages)
 
     # --- the pipeline ---------------------------------------------------------------------
 
     def run(self) -> CompileResult:
         from wsc.frontend import load_checkpoint, load_config_only
-        from wsc.frontend.importer import import_model
         from wsc.passes.graph_pipeline import run_graph_passes
         from wsc.passes.kernels import LowerCtx
         from wsc.passes.lower_tile import lower_to_tile
@@ -176,7 +190,8 @@ class Pipeline:
         else:
             loaded = self.stage("load", load_checkpoint, o.checkpoint,
                                 attn_implementation=o.attn_implementation, no_weights=o.no_weights)
-        imported = self.stage("trace+import", import_model, loaded, o.seq_len)
+        check_weights_fit(loaded, t, o.dtype)
+        imported = self.stage("trace+import", self.trace, loaded)
         graph = imported.module
         graph.verify()
         self.dump("import", graph)
@@ -242,17 +257,29 @@ class Pipeline:
         log = {"stages": [{"name": s.name, **s.stats} for s in self.stages],
                "kernels": {n: c.summary() for n, c in choices.items()},
                "placement": {k: v for k, v in placement.json.get("stats", {}).items()}}
+        self.stage("emit", self.emit, tmodule, None if o.no_weights else shards, placement,
+                   manifest, log)
+        return CompileResult(Path(o.output), "bundle", self.stages, len(choices), pes)
+
+    def trace(self, loaded):
+        """torch.export and import, with Ctrl-C deferred until torch is done: an interrupt
+        inside torch.export could abort the process (`interrupts.deferred`)."""
+        from wsc.frontend.importer import import_model
+
+        with interrupts.deferred():
+            return import_model(loaded, self.opts.seq_len)
+
+    def emit(self, tmodule: ModuleOp, shards, placement: Placed, manifest: Manifest, log: dict) -> None:
+        """The report (rendered here so that it counts as emitting), then the bundle."""
         from wsc.codegen.bundle import write_bundle
 
         report = None
-        if o.report:
+        if self.opts.report:
             from wsc.report import render_report
 
             report = render_report(manifest.to_json(), placement.json, tmodule)
-        self.stage("emit", write_bundle, o.output, program=tmodule,
-                   shards=None if o.no_weights else shards, placement=placement.json,
-                   manifest=manifest, compile_log=log, report=report)
-        return CompileResult(Path(o.output), "bundle", self.stages, len(choices), pes)
+        write_bundle(self.opts.output, program=tmodule, shards=shards, placement=placement.json,
+                     manifest=manifest, compile_log=log, report=report)
 
     def manifest(self, loaded, max_seq: int, pes: int) -> Manifest:
         o, cfg = self.opts, loaded.config
@@ -305,6 +332,31 @@ def mark_last_row(kmodule: ModuleOp) -> None:
         raise UsageError(f"--prefill-logits last: the logits come from a {k.KIND} kernel",
                          hint="use --prefill-logits all")
     k.properties["last_row"] = UnitAttr()
+
+
+def check_weights_fit(loaded, target: Target, dtype: str) -> None:
+    """The weights alone must fit the mesh's SRAM: say so in bytes right after reading the
+    config, rather than after minutes of tracing and planning."""
+    params = sum(p.numel() for p in loaded.model.parameters())  # tied weights count once
+    need, have = params * DTYPE_BYTES[dtype], target.pe_count * target.buffer_budget
+    if need <= have:
+        return
+    hint = None
+    if DTYPE_BYTES[dtype] > 2 and params * 2 <= have:
+        hint = f"16-bit weights (--dtype fp16 or bf16) take {_bytes(params * 2)}, which fits"
+    raise CapacityError(
+        f"the model's {_count(params)} parameters take {_bytes(need)} as {dtype} weights alone; "
+        f"{target.name} has {_bytes(have)} of SRAM for them ({target.usable_width}x"
+        f"{target.usable_height} PEs x {target.buffer_budget} bytes), {need / have:.1f}x too little",
+        hint=hint)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB ({n:,} bytes)" if n >= 1e8 else f"{n:,} bytes"
 
 
 def _kernels(module: ModuleOp) -> list[KernelOp]:

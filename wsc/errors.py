@@ -72,3 +72,7 @@ class SimulationError(WscError):
 
 class IRError(WscError):
     """Textual IR that does not parse or verify."""
+
+
+class WscWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints it plainly)."""

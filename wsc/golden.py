@@ -16,14 +16,19 @@ from wsc.frontend import load_checkpoint
 
 
 @lru_cache(maxsize=4)
-def _model(checkpoint: str, attn_implementation: str):
-    return load_checkpoint(Path(checkpoint), attn_implementation=attn_implementation).model
+def _loaded(checkpoint: str, attn_implementation: str):
+    return load_checkpoint(Path(checkpoint), attn_implementation=attn_implementation)
+
+
+def checkpoint_digest(checkpoint: str | Path) -> str:
+    """The digest the frontend computes for `checkpoint` (what a bundle's manifest records)."""
+    return _loaded(str(checkpoint), "eager").digest
 
 
 def reference_logits(checkpoint: str | Path, ids: np.ndarray, *,
                      attn_implementation: str = "eager") -> np.ndarray:
     """`[S, vocab]` fp32 logits of torch eager for one sequence of token ids."""
-    model = _model(str(checkpoint), attn_implementation)
+    model = _loaded(str(checkpoint), attn_implementation).model
     with torch.no_grad():
         x = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(1, -1))
         out = model(input_ids=x, use_cache=False).logits
@@ -32,12 +37,17 @@ def reference_logits(checkpoint: str | Path, ids: np.ndarray, *,
 
 def reference_generate(checkpoint: str | Path, ids: np.ndarray, steps: int, *,
                        attn_implementation: str = "eager") -> list[int]:
-    """`transformers` greedy generation (`do_sample=False`) of `steps` new tokens."""
-    model = _model(str(checkpoint), attn_implementation)
-    x = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(1, -1))
+    """Plain greedy decoding of `steps` tokens, by the simulator's rule: each token is the
+    argmax of the last position's logits and is fed back; nothing stops early, EOS included.
+
+    Not `generate`: its stopping rules (EOS, and `min_new_tokens`, which holds EOS back by
+    masking its logit) would make the reference differ from a correct wafer run."""
+    model = _loaded(str(checkpoint), attn_implementation).model
+    seq = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(1, -1))
+    tokens: list[int] = []
     with torch.no_grad():
-        out = model.generate(
-            input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=steps,
-            min_new_tokens=steps, do_sample=False, num_beams=1, pad_token_id=0,
-        )
-    return [int(t) for t in out[0, x.shape[1]:]]
+        for _ in range(steps):
+            logits = model(input_ids=seq, use_cache=False).logits[0, -1]
+            tokens.append(int(torch.argmax(logits)))
+            seq = torch.cat([seq, seq.new_tensor([[tokens[-1]]])], dim=1)
+    return tokens

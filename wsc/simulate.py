@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsc.errors import UsageError
+from wsc.errors import CheckpointError, UsageError
 from wsc.numerics import compare
 from wsc.bundle_format import MANIFEST, Manifest, sha256_file
 from wsc.runtime_sim.scheduler import Event, RunResult
@@ -29,6 +29,12 @@ class SimulateOptions:
     estimate_only: bool = False
     checkpoint: Path | None = None
     trace: Path | None = None
+
+    def validate(self) -> None:
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
+        if self.generate < 0:
+            raise UsageError(f"--generate must be >= 0, got {self.generate}")
 
 
 def breakdown(r: RunResult, clock_hz: float) -> dict[str, float]:
@@ -51,6 +57,7 @@ def decode_position(manifest: Manifest, generate: int) -> int:
 
 def simulate(o: SimulateOptions) -> dict:
     t0 = time.perf_counter()
+    o.validate()
     res = _estimate(o, t0) if o.estimate_only else _run(o, t0)
     res["bundle_digest"] = bundle_digest(o.bundle)  # the bundle was verified as it was opened
     return res
@@ -59,14 +66,11 @@ def simulate(o: SimulateOptions) -> dict:
 def _run(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle)
     m = sim.manifest
-    seq, vocab = m.seq_len, m.model.vocab_size
-    if o.tokens is not None:
-        ids = np.asarray(o.tokens, dtype=np.int64)
-        if ids.size != seq:
-            raise UsageError(f"this bundle's prefill takes {seq} tokens, --tokens gave {ids.size}",
-                             hint=f"recompile with --seq-len {ids.size}, or pass {seq} ids")
-    else:
-        ids = np.random.default_rng(o.seed).integers(0, vocab, size=seq)
+    check_kv_capacity(m, o.generate)
+    ids = prompt(o, m)
+    ckpt = o.checkpoint or Path(m.checkpoint.path)
+    if o.check:
+        check_checkpoint(m, ckpt)  # before the run: a check that cannot be made fails at once
     res: dict = {"bundle": str(o.bundle), "prompt": [int(i) for i in ids]}
     if o.generate:
         gen = sim.generate(ids, o.generate, trace=o.trace is not None)
@@ -82,10 +86,6 @@ def _run(o: SimulateOptions, t0: float) -> dict:
     if o.check:
         from wsc.golden import reference_generate, reference_logits
 
-        ckpt = o.checkpoint or Path(m.checkpoint.path)
-        if not m.weights or not Path(ckpt).exists():
-            raise UsageError(f"--check needs the source checkpoint; {ckpt} does not exist",
-                             hint="pass --checkpoint DIR")
         ref = reference_logits(ckpt, ids)
         if m.prefill_logits == "last":
             ref = ref[-1:]
@@ -101,6 +101,50 @@ def _run(o: SimulateOptions, t0: float) -> dict:
             passed = passed and (res["tokens_match"] or m.dtype != "f32")
         res["passed"] = passed
     return res
+
+
+def prompt(o: SimulateOptions, m: Manifest) -> np.ndarray:
+    """The prompt's token ids: `--tokens`, checked against the bundle, or random ones."""
+    seq, vocab = m.seq_len, m.model.vocab_size
+    if o.tokens is None:
+        return np.random.default_rng(o.seed).integers(0, vocab, size=seq)
+    if len(o.tokens) != seq:
+        raise UsageError(f"this bundle's prefill takes {seq} tokens, --tokens gave {len(o.tokens)}",
+                         hint=f"recompile with --seq-len {len(o.tokens)}, or pass {seq} ids")
+    bad = [t for t in o.tokens if not 0 <= t < vocab]
+    if bad:
+        raise UsageError(f"--tokens: id {bad[0]} is not in this model's vocabulary [0, {vocab})")
+    return np.asarray(o.tokens, dtype=np.int64)
+
+
+def check_kv_capacity(m: Manifest, generate: int) -> None:
+    """The prompt and all but the last generated token go through the KV cache (the last
+    one is returned, never fed back): P + K - 1 positions."""
+    need = m.seq_len + generate - 1
+    if generate and need > m.max_seq:
+        raise UsageError(
+            f"{m.seq_len} prompt tokens + {generate} generated need {need} KV cache positions, "
+            f"this bundle has {m.max_seq}",
+            hint=f"use --generate {m.max_seq - m.seq_len + 1} at most, or recompile with "
+                 f"--max-seq {need}")
+
+
+def check_checkpoint(m: Manifest, ckpt: Path) -> None:
+    """`--check` compares with the checkpoint the bundle was compiled from, unchanged."""
+    from wsc.golden import checkpoint_digest
+
+    if not m.weights:
+        raise UsageError("--check needs a bundle with weights; this one was compiled with "
+                         "--no-weights", hint="use --estimate-only, or recompile with weights")
+    if not Path(ckpt).exists():
+        raise UsageError(f"--check needs the source checkpoint; {ckpt} does not exist",
+                         hint="pass --checkpoint DIR")
+    if checkpoint_digest(ckpt) != m.checkpoint.digest:
+        raise CheckpointError(
+            f"checkpoint {ckpt} is not what the bundle was compiled from: its digest differs "
+            "from the manifest's (the checkpoint changed since, or it is another one), so the "
+            "check would compare against other weights",
+            hint="recompile the bundle, or pass --checkpoint with the checkpoint it was compiled from")
 
 
 def _decode_phase(pos: int) -> str:
@@ -120,6 +164,7 @@ def _decode_trace(o: SimulateOptions, manifest: Manifest) -> dict[str, RunResult
 def _estimate(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle, functional=False)
     m = sim.manifest
+    check_kv_capacity(m, o.generate)
     trace = o.trace is not None
     pos = decode_position(m, o.generate)
     pre = sim.run("prefill", None, 0, trace=trace)

@@ -9,6 +9,7 @@ the original file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -74,11 +75,36 @@ class Target:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Target:
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(names - data.keys())
+        """A target from its fields, each of its declared type (an int where the machine counts,
+        a finite number where it measures), with no field missing and none unknown."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(fields.keys() - data.keys()), sorted(data.keys() - fields.keys())
+        if unknown:  # most likely a misspelling of a missing one: name both
+            raise TargetError(f"target description has unknown fields: {', '.join(unknown)}"
+                              + (f" (and lacks {', '.join(missing)})" if missing else ""),
+                              hint="check the spelling against wsc/targets/wse3.toml")
         if missing:
             raise TargetError(f"target description lacks fields: {', '.join(missing)}")
-        return cls(**{k: data[k] for k in names})
+        for name, kind in fields.items():
+            if not _is(data[name], kind):
+                raise TargetError(f"{name} must be {_KINDS[kind]}, got {data[name]!r}")
+        return cls(**data)
+
+
+_KINDS = {"int": "an integer", "float": "a number", "str": "a string"}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) if kind == "int" else math.isfinite(value)
+
+
+# The largest wafer built (WSE-3's fabric): a mesh beyond it is most likely a typo, and
+# placement and simulation time grow with the mesh.
+LARGEST_WAFER = ("wse3", 762, 1172)
 
 
 def _flatten(doc: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -96,20 +122,31 @@ def _flatten(doc: dict[str, Any], origin: str) -> dict[str, Any]:
 
 
 def _validate(t: Target, origin: str) -> Target:
+    """Every count, size, latency and rate is positive: a zero or negative one would make
+    the cost model divide by zero or charge nothing, a speed-up that is not there."""
+    for f in dataclasses.fields(Target):
+        value = getattr(t, f.name)
+        if f.type != "str" and value <= 0:
+            raise TargetError(f"{origin}: {f.name} must be positive, got {value}")
     checks = [
-        (t.width > 0 and t.height > 0, "fabric width and height must be positive"),
-        (0 < t.usable_width <= t.width, "usable_width must be in (0, width]"),
-        (0 < t.usable_height <= t.height, "usable_height must be in (0, height]"),
-        (t.colors > 0, "colors must be positive"),
-        (0 < t.sram_reserve_bytes < t.sram_bytes, "sram_reserve_bytes must be in (0, sram_bytes)"),
-        (min(t.fmac_fp16, t.fmac_mixed, t.fmac_fp32) > 0, "FMAC widths must be positive"),
-        (t.clock_hz > 0, "clock_hz must be positive"),
-        (t.wavelet_bytes > 0 and t.link_wavelets_per_cycle > 0, "link bandwidth must be positive"),
+        (t.usable_width <= t.width, "usable_width must be at most width"),
+        (t.usable_height <= t.height, "usable_height must be at most height"),
+        (t.sram_reserve_bytes < t.sram_bytes, "sram_reserve_bytes must be less than sram_bytes"),
     ]
     for ok, why in checks:
         if not ok:
             raise TargetError(f"{origin}: {why}")
     return t
+
+
+def size_warning(t: Target) -> str | None:
+    """A warning for a mesh larger than any wafer built, or None."""
+    name, w, h = LARGEST_WAFER
+    if t.width * t.height <= w * h:
+        return None
+    return (f"target {t.name}: a {t.width}x{t.height} mesh has {t.width * t.height:,} PEs, more "
+            f"than the largest wafer built ({name}: {w}x{h}, {w * h:,} PEs); placement and "
+            "simulation take time in proportion")
 
 
 def target_from_toml(text: str, origin: str) -> Target:
@@ -122,7 +159,7 @@ def target_from_toml(text: str, origin: str) -> Target:
     try:
         target = Target.from_dict(flat)
     except TargetError as e:
-        raise TargetError(f"{origin}: {e.message}") from None
+        raise TargetError(f"{origin}: {e.message}", hint=e.hint) from None
     return _validate(target, origin)
 
 
@@ -147,7 +184,11 @@ def load_target(spec: str) -> Target:
     if path.suffix == ".toml":
         if not path.is_file():
             raise TargetError(f"target file {spec} does not exist")
-        return target_from_toml(path.read_text(), str(path))
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise TargetError(f"cannot read target file {spec}: {e}") from None
+        return target_from_toml(text, str(path))
     raise TargetError(
         f"unknown target {spec!r}",
         hint="use wse2, wse3, mesh:WxH (e.g. mesh:32x32) or a path to a .toml target file",
