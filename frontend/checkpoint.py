@@ -8,6 +8,10 @@ the config (nothing is downloaded), and the weights are checked against it name 
 shape by shape, so a checkpoint that does not match its config is refused instead of being
 silently re-initialised.
 
+Any `model_type` that transformers builds as a causal LM is accepted here: whether wsc can
+compile it is decided by its ops, when they are imported and recognised (an op wsc does not
+lower is an `UnsupportedOpError` naming the op and its module path), not by a list of names.
+
 `no_weights=True` (and `load_config_only`) build the model with its parameters on the `meta`
 device, so a Llama-3-8B-shaped config costs no memory. Buffers that the model computes from its
 config (rotary `inv_freq`) are kept real in `LoadedModel.buffers` in both modes: tracing folds
@@ -30,7 +34,6 @@ from torch import nn
 
 from wsc.errors import CheckpointError
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "gpt_bigcode", "llama", "qwen2")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 SAFETENSORS = "model.safetensors"
@@ -87,7 +90,7 @@ def load_config_only(config_path: str | Path, *, attn_implementation: str = "sdp
 
 
 def read_config(config_path: Path):
-    """Parse `config.json` into its transformers config class; only supported model types."""
+    """Parse `config.json` into its transformers config class; any causal-LM model type."""
     if not config_path.is_file():
         raise CheckpointError(f"`{config_path}` is missing",
                               hint="a Hugging Face model directory holds config.json next to the weights")
@@ -98,12 +101,18 @@ def read_config(config_path: Path):
     if not isinstance(data, dict):
         raise CheckpointError(f"`{config_path}` must hold a JSON object, not {type(data).__name__}")
     model_type = data.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(
-            f"`{config_path}`: model_type {model_type!r} is not supported; "
-            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
     from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    if model_type not in CONFIG_MAPPING:
+        raise CheckpointError(
+            f"`{config_path}`: model_type {model_type!r} is not an architecture transformers knows",
+            hint="wsc builds the model from config.json with transformers (no remote code): "
+                 "model_type must be one of its architectures, e.g. llama, qwen2 or mistral")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise CheckpointError(
+            f"`{config_path}`: model_type {model_type!r} has no causal language model in transformers",
+            hint="wsc compiles decoder LLMs, the models AutoModelForCausalLM builds")
     try:
         return CONFIG_MAPPING[model_type].from_dict(data)
     except Exception as e:  # transformers validates fields with assorted exception types

@@ -10,30 +10,44 @@ from pathlib import Path
 
 import torch
 
-ARCHS = ("gpt2", "bigcode", "llama", "qwen2")
+ARCHS = ("gpt2", "bigcode", "llama", "qwen2", "starcoder2", "mistral", "phi3", "qwen3", "gemma")
+
+# Llama-like decoders: the config class and what differs from the shared tiny shape.
+_LLAMA_LIKE = {
+    "llama": ("LlamaConfig", {}),
+    "qwen2": ("Qwen2Config", {}),
+    "mistral": ("MistralConfig", {"sliding_window": None}),
+    "starcoder2": ("Starcoder2Config", {"tie_word_embeddings": True}),
+    "phi3": ("Phi3Config", {"pad_token_id": 0}),
+    "qwen3": ("Qwen3Config", {"head_dim": 16}),
+    "gemma": ("GemmaConfig", {"head_dim": 16, "tie_word_embeddings": True}),
+}
 
 
 def tiny_config(arch: str, *, layers: int = 2, attn_impl: str = "sdpa", **overrides):
-    from transformers import GPT2Config, GPTBigCodeConfig, LlamaConfig, Qwen2Config
+    from transformers import GPT2Config, GPTBigCodeConfig
 
     common = dict(vocab_size=256, bos_token_id=0, eos_token_id=0)
+    # the configs' __post_init__ derive fields (Qwen2's layer_types from use_sliding_window and
+    # max_window_layers), so Llama-like overrides go through the constructor
     if arch == "gpt2":
         cfg = GPT2Config(n_layer=layers, n_embd=64, n_head=4, n_positions=128, **common)
     elif arch == "bigcode":
         cfg = GPTBigCodeConfig(n_layer=layers, n_embd=64, n_head=4, n_positions=128,
                                multi_query=True, **common)
-    elif arch == "llama":
-        cfg = LlamaConfig(num_hidden_layers=layers, hidden_size=64, intermediate_size=160,
-                          num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=128, tie_word_embeddings=False, **common)
-    elif arch == "qwen2":
-        cfg = Qwen2Config(num_hidden_layers=layers, hidden_size=64, intermediate_size=160,
-                          num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=128, tie_word_embeddings=False, **common)
+    elif arch in _LLAMA_LIKE:
+        import transformers
+
+        cls, extra = _LLAMA_LIKE[arch]
+        cfg = getattr(transformers, cls)(
+            num_hidden_layers=layers, hidden_size=64, intermediate_size=160,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            **{"tie_word_embeddings": False, **common, **extra, **overrides})
     else:
         raise ValueError(arch)
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
+    if arch in ("gpt2", "bigcode"):
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
     cfg._attn_implementation = attn_impl
     return cfg
 
