@@ -236,6 +236,7 @@ def _build(config, attn_implementation: str, files: list[Path] | None, digest: s
                               f"use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     from transformers import AutoModelForCausalLM
 
+    attn_implementation = _available_attention(config, attn_implementation)
     with _parameters_on_meta():
         try:
             model = AutoModelForCausalLM.from_config(
@@ -253,6 +254,28 @@ def _build(config, attn_implementation: str, files: list[Path] | None, digest: s
                        attn_implementation=attn_implementation, buffers=buffers)
 
 
+def _mismatch_hint(model: nn.Module) -> str:
+    from transformers.conversion_mapping import extract_weight_conversions_for_model
+
+    if extract_weight_conversions_for_model(model):
+        return (f"transformers renames or converts {type(model).__name__} checkpoint tensors "
+                "as it loads them (its conversion mapping); wsc loads names as they are and "
+                "does not apply such conversions yet")
+    return "the weights do not match config.json (wrong config, or a different architecture)"
+
+
+def _available_attention(config, requested: str) -> str:
+    """`requested`, or eager for architectures transformers has no SDPA path for (BLOOM's
+    ALiBi, state-space models): both trace to attention wsc recognises, so SDPA is only
+    the default, never a reason to refuse a model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if requested == "sdpa" and cls is not None and not getattr(cls, "_supports_sdpa", False):
+        return "eager"
+    return requested
+
+
 def _load_weights(model: nn.Module, files: list[Path]) -> None:
     """Assign the checkpoint's tensors to the model's parameters, refusing any mismatch."""
     expected = model.state_dict()
@@ -267,7 +290,7 @@ def _load_weights(model: nn.Module, files: list[Path]) -> None:
                 continue
             raise CheckpointError(
                 f"checkpoint tensor `{name}` is not a weight of this {model.config.model_type} model",
-                hint="the weights do not match config.json (wrong config, or a different architecture)")
+                hint=_mismatch_hint(model))
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(
                 f"checkpoint tensor `{name}` has shape {tuple(tensor.shape)}, but config.json "
