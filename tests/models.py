@@ -17,10 +17,13 @@ _LLAMA_LIKE = {
     "llama": ("LlamaConfig", {}),
     "qwen2": ("Qwen2Config", {}),
     "mistral": ("MistralConfig", {"sliding_window": None}),
-    "starcoder2": ("Starcoder2Config", {"tie_word_embeddings": True}),
+    # with tied embeddings and the default init (0.02) a tiny model greedily repeats one
+    # token, and a generation test that sees one token tells little: a wider init varies them
+    "starcoder2": ("Starcoder2Config", {"tie_word_embeddings": True, "initializer_range": 0.2}),
     "phi3": ("Phi3Config", {"pad_token_id": 0}),
     "qwen3": ("Qwen3Config", {"head_dim": 16}),
-    "gemma": ("GemmaConfig", {"head_dim": 16, "tie_word_embeddings": True}),
+    "gemma": ("GemmaConfig", {"head_dim": 16, "tie_word_embeddings": True,
+                              "initializer_range": 0.2}),
 }
 
 
@@ -43,12 +46,17 @@ def tiny_config(arch: str, *, layers: int = 2, attn_impl: str = "sdpa", **overri
             num_hidden_layers=layers, hidden_size=64, intermediate_size=160,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
             **{"tie_word_embeddings": False, **common, **extra, **overrides})
+    elif arch == "mamba":  # a state-space model: its causal convolution has no wafer kernel
+        from transformers import MambaConfig
+
+        cfg = MambaConfig(num_hidden_layers=layers, hidden_size=64, state_size=8, **common,
+                          **overrides)
     else:
         raise ValueError(arch)
     if arch in ("gpt2", "bigcode"):
         for k, v in overrides.items():
             setattr(cfg, k, v)
-    cfg._attn_implementation = attn_impl
+    cfg._attn_implementation = attn_impl if arch != "mamba" else "eager"  # it has no SDPA
     return cfg
 
 
@@ -70,3 +78,15 @@ def make_checkpoint(arch: str, directory: Path, *, seed: int = 0, **kw) -> Path:
     directory = Path(directory)
     model.save_pretrained(directory)
     return directory
+
+
+def greedy_tokens(model, ids, steps: int) -> list[int]:
+    """Greedy decoding that reruns the whole sequence every step, without a KV cache: the
+    reference that holds whatever a transformers cache does with sliding windows."""
+    x = torch.as_tensor(ids, dtype=torch.long).reshape(1, -1)
+    tokens: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            tokens.append(int(model(input_ids=x, use_cache=False).logits[0, -1].argmax()))
+            x = torch.cat([x, torch.tensor([[tokens[-1]]])], dim=1)
+    return tokens

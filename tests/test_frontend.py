@@ -301,8 +301,15 @@ def test_constant_predicates():
     additive = np.where(tril, 0.0, np.finfo(np.float32).min).astype(np.float32)
     assert constants.causal_mask_kind(additive) == "additive"
     assert constants.causal_mask_kind(np.where(tril, 0.0, -np.inf)) == "additive"
+    assert constants.mask_window(tril) is None
     window = tril & ~np.tril(np.ones((5, 5), bool), -3)  # sliding window of 3
-    assert constants.causal_mask_kind(window) is None
+    assert constants.causal_mask_kind(window) == "bool" and constants.mask_window(window) == 3
+    assert np.array_equal(constants.causal_visible(5, 3), window)
+    assert constants.mask_window(np.where(window, 0.0, -np.inf)) == 3
+    holes = window.copy()
+    holes[4, 3] = False  # not a window: a key inside it is hidden
+    assert constants.causal_mask_kind(holes) is None and constants.mask_window(holes) is None
+    assert constants.causal_mask_kind(np.ones((5, 5), bool)) is None  # bidirectional
     assert constants.causal_mask_kind(np.where(tril, 0.0, -1.0).astype(np.float32)) is None
     assert constants.is_positions(np.arange(7)[None], 7)
     assert not constants.is_positions(np.arange(1, 8)[None], 7)
