@@ -111,7 +111,8 @@ def read_config(config_path: Path):
                  "model_type must be one of its architectures, e.g. llama, qwen2 or mistral")
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise CheckpointError(
-            f"`{config_path}`: model_type {model_type!r} has no causal language model in transformers",
+            f"`{config_path}`: model_type {model_type!r} has no causal language model "
+            "in transformers",
             hint="wsc compiles decoder LLMs, the models AutoModelForCausalLM builds")
     try:
         return CONFIG_MAPPING[model_type].from_dict(data)

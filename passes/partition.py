@@ -2,12 +2,12 @@
 
 Walks the canonical graph once, in order. Anchor ops become kernels — `embedding` (with a
 following add of a `position_embedding` folded in), `layer_norm`/`rms_norm`, `linear`,
-`attention` (with the `rope` of its q and k folded in, and per-head `rms_norm`s before it). Every elementwise op joins the
-epilogue of the kernel that produced its latest activation operand, as long as it keeps that
-kernel's tile shape; its other activation operands become the kernel's `extras` (a residual,
-a gate). What cannot join becomes a standalone `eltwise` kernel. Reshapes that keep the
-token-major matrix view are free, and slices of the last dimension become windows on the
-edges that read them. Anything else is an `UnsupportedOpError` naming the op and its module.
+`attention` (with the `rope` of its q and k folded in, and per-head `rms_norm`s before it).
+Every elementwise op joins the epilogue of the kernel that produced its latest activation
+operand, as long as it keeps that kernel's tile shape; its other activation operands become
+the kernel's `extras` (a residual, a gate). What cannot join becomes a standalone `eltwise`
+kernel. Reshapes that keep the token-major matrix view are free, and slices of the last
+dimension become windows on the edges that read them. Anything else is an `UnsupportedOpError` naming the op and its module.
 
 Activations are token-major matrices at this level: `[1, S, F]` becomes `[S, F]`.
 """

@@ -7,8 +7,8 @@ balances causal work across rows and is exactly the KV cache's layout.
 
 Prefill (one chunk of the prompt at a time): each PE applies the per-head RMSNorms (Qwen3's
 q/k norms; a PE holds whole heads, so their statistics are local) and the rotary embedding to
-its q and k rows (if the model has them) and writes its k/v rows into the cache — a local copy, since the
-chunk is striped like the cache. The K/V then never move: for `rows` flash steps every PE folds
+its q and k rows (if the model has them) and writes its k/v rows into the cache — a local
+copy, since the chunk is striped like the cache. The K/V then never move: for `rows` flash steps every PE folds
 the cache entries it holds into the online-softmax state `(m, l, acc)` of the queries it holds
 (masking keys after each query's position), then passes the queries and their state to the
 next row of the ring. No PE ever holds more than one block of scores, and each chunk sees
@@ -71,7 +71,8 @@ def head_norm_gains(b: RegionBuilder, k: AttentionKernel, ctx: LowerCtx, hq: int
             gains.append(None)
             continue
         lay = Layout((1, heads * hd), b.grid, REPLICATED, REPLICATED)
-        gains.append(b.weight(sym, lay, ctx.dtype, ctx.matrix(ref.data, offset=offset, repeat=heads)))
+        gain = ctx.matrix(ref.data, offset=offset, repeat=heads)
+        gains.append(b.weight(sym, lay, ctx.dtype, gain))
     return gains
 
 
