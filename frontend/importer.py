@@ -286,7 +286,7 @@ class Importer:
 
     def mask_window(self, node: fx.Node, mask: np.ndarray) -> int | None:
         """The sliding window of the causal mask `node`: the one its values show, else the
-        one its attention layers are configured with when it is too long to show."""
+        one its attention layers are configured with, if the mask is too short to show it."""
         shown = constants.mask_window(mask)
         if shown is not None:
             return shown
