@@ -20,6 +20,7 @@ from xdsl.ir import SSAValue
 from wsc.errors import UnsupportedOpError
 from wsc.frontend import constants
 from wsc.frontend.importer import Importer, module_path, tensor_type
+from wsc.frontend.sliding_window import attention_window
 from wsc.ir import graph as g
 from wsc.ir.attrs import dtype_of, f64_attr, i64_attr, ints, shape_of, string, tensor
 
@@ -271,9 +272,12 @@ def _sdpa(imp: Importer, node: fx.Node):
     causal = bool(_arg(node, 5, "is_causal", False))
     scale = node.kwargs.get("scale", node.args[6] if len(node.args) > 6 else None)
     operands = [q, k, v] + ([imp.value(mask)] if mask is not None else [])
+    # without a mask constant to carry it, the layer's window goes on the op itself
+    window = attention_window(imp.model, module_path(node)) if causal and mask is None else None
     return imp.build(g.SdpaOp, node, operands,
                      scale=None if scale is None else f64_attr(scale),
-                     causal=UnitAttr() if causal else None)
+                     causal=UnitAttr() if causal else None,
+                     window=None if window is None else i64_attr(window))
 
 
 @aten("aten.where.self")
@@ -286,10 +290,7 @@ def _where(imp: Importer, node: fx.Node):
         mask = imp.static_value(cond).detach().cpu().numpy()
         if constants.causal_mask_kind(mask) == "bool":
             additive = np.where(mask, 0.0, np.finfo(np.float32).min).astype(np.float32)
-            name = f"folded.{node.name}"
-            imp.weights[name] = additive
-            w = imp.build(g.WeightOp, node, [], tensor(additive.shape, "f32"), name=string(name),
-                          causal_mask=UnitAttr())
+            w = imp.mask_constant(node, additive)  # read by this attention's softmax
             return imp.build(g.AddOp, node, [imp.value(x), w])
     return imp.build(g.WhereOp, node, [imp.value(cond), imp.value(x), imp.value(y)])
 

@@ -8,6 +8,10 @@ the config (nothing is downloaded), and the weights are checked against it name 
 shape by shape, so a checkpoint that does not match its config is refused instead of being
 silently re-initialised.
 
+Any `model_type` that transformers builds as a causal LM is accepted here: whether wsc can
+compile it is decided by its ops, when they are imported and recognised (an op wsc does not
+lower is an `UnsupportedOpError` naming the op and its module path), not by a list of names.
+
 `no_weights=True` (and `load_config_only`) build the model with its parameters on the `meta`
 device, so a Llama-3-8B-shaped config costs no memory. Buffers that the model computes from its
 config (rotary `inv_freq`) are kept real in `LoadedModel.buffers` in both modes: tracing folds
@@ -30,7 +34,6 @@ from torch import nn
 
 from wsc.errors import CheckpointError
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "gpt_bigcode", "llama", "qwen2")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 SAFETENSORS = "model.safetensors"
@@ -87,7 +90,7 @@ def load_config_only(config_path: str | Path, *, attn_implementation: str = "sdp
 
 
 def read_config(config_path: Path):
-    """Parse `config.json` into its transformers config class; only supported model types."""
+    """Parse `config.json` into its transformers config class; any causal-LM model type."""
     if not config_path.is_file():
         raise CheckpointError(f"`{config_path}` is missing",
                               hint="a Hugging Face model directory holds config.json next to the weights")
@@ -98,12 +101,19 @@ def read_config(config_path: Path):
     if not isinstance(data, dict):
         raise CheckpointError(f"`{config_path}` must hold a JSON object, not {type(data).__name__}")
     model_type = data.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(
-            f"`{config_path}`: model_type {model_type!r} is not supported; "
-            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
     from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    if model_type not in CONFIG_MAPPING:
+        raise CheckpointError(
+            f"`{config_path}`: model_type {model_type!r} is not an architecture transformers knows",
+            hint="wsc builds the model from config.json with transformers (no remote code): "
+                 "model_type must be one of its architectures, e.g. llama, qwen2 or mistral")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise CheckpointError(
+            f"`{config_path}`: model_type {model_type!r} has no causal language model "
+            "in transformers",
+            hint="wsc compiles decoder LLMs, the models AutoModelForCausalLM builds")
     try:
         return CONFIG_MAPPING[model_type].from_dict(data)
     except Exception as e:  # transformers validates fields with assorted exception types
@@ -227,6 +237,7 @@ def _build(config, attn_implementation: str, files: list[Path] | None, digest: s
                               f"use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     from transformers import AutoModelForCausalLM
 
+    attn_implementation = _available_attention(config, attn_implementation)
     with _parameters_on_meta():
         try:
             model = AutoModelForCausalLM.from_config(
@@ -244,6 +255,28 @@ def _build(config, attn_implementation: str, files: list[Path] | None, digest: s
                        attn_implementation=attn_implementation, buffers=buffers)
 
 
+def _mismatch_hint(model: nn.Module) -> str:
+    from transformers.conversion_mapping import extract_weight_conversions_for_model
+
+    if extract_weight_conversions_for_model(model):
+        return (f"transformers renames or converts {type(model).__name__} checkpoint tensors "
+                "as it loads them (its conversion mapping); wsc loads names as they are and "
+                "does not apply such conversions yet")
+    return "the weights do not match config.json (wrong config, or a different architecture)"
+
+
+def _available_attention(config, requested: str) -> str:
+    """`requested`, or eager for architectures transformers has no SDPA path for (BLOOM's
+    ALiBi, state-space models): both trace to attention wsc recognises, so SDPA is only
+    the default, never a reason to refuse a model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if requested == "sdpa" and cls is not None and not getattr(cls, "_supports_sdpa", False):
+        return "eager"
+    return requested
+
+
 def _load_weights(model: nn.Module, files: list[Path]) -> None:
     """Assign the checkpoint's tensors to the model's parameters, refusing any mismatch."""
     expected = model.state_dict()
@@ -258,7 +291,7 @@ def _load_weights(model: nn.Module, files: list[Path]) -> None:
                 continue
             raise CheckpointError(
                 f"checkpoint tensor `{name}` is not a weight of this {model.config.model_type} model",
-                hint="the weights do not match config.json (wrong config, or a different architecture)")
+                hint=_mismatch_hint(model))
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(
                 f"checkpoint tensor `{name}` has shape {tuple(tensor.shape)}, but config.json "

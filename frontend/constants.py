@@ -2,10 +2,11 @@
 
 Tracing folds the shape-only parts of a model into constants. Three kinds matter to the wafer
 program and must be recognised exactly, because the hardware regenerates them from positions
-instead of storing them: causal attention masks, the positions 0..S-1 fed to a learned position
-embedding, and the rotary cos/sin tables. Each predicate compares the folded values with the
-table the hardware will compute, so a model variant that differs (sliding windows, a rope
-scaling the kernels do not implement) is refused instead of silently miscompiled.
+instead of storing them: causal attention masks (with or without a sliding window), the
+positions 0..S-1 fed to a learned position embedding, and the rotary cos/sin tables. Each
+predicate compares the folded values with the table the hardware will compute, so a model
+variant that differs (a custom mask, a rope scaling the kernels do not implement) is refused
+instead of silently miscompiled.
 """
 
 from __future__ import annotations
@@ -23,22 +24,54 @@ def is_positions(value: np.ndarray, seq_len: int) -> bool:
             and bool(np.array_equal(value.reshape(-1), np.arange(seq_len))))
 
 
-def causal_mask_kind(value: np.ndarray) -> str | None:
-    """`bool` for a boolean lower-triangular mask (True = attend), `additive` for 0 on and
-    below the diagonal and -inf / the float minimum above it, else None."""
+def causal_visible(n: int, window: int | None = None) -> np.ndarray:
+    """[n, n] keys each query sees: k <= q, and q - window < k with a sliding window (the
+    query's own position counts, as in transformers' `sliding_window_overlay`)."""
+    visible = np.tril(np.ones((n, n), dtype=bool))
+    return visible if window is None else visible & ~np.tril(visible, -window)
+
+
+def _visible(value: np.ndarray) -> np.ndarray | None:
+    """[rows, n, n] visibility of a square mask (True or 0 = attend), or None when the
+    values are no mask: booleans, or 0 and -inf / the float minimum."""
     if value.ndim < 2 or value.shape[-1] != value.shape[-2]:
         return None
     n = value.shape[-1]
-    rows = value.reshape(-1, n, n)
-    tril = np.tril(np.ones((n, n), dtype=bool))
     if value.dtype == np.bool_:
-        return "bool" if all(np.array_equal(r, tril) for r in rows) else None
+        return value.reshape(-1, n, n)
     if not np.issubdtype(value.dtype, np.floating):
         return None
-    for r in rows:
-        if not (np.all(r[tril] == 0) and np.all(r[~tril] <= _MASKED)):
-            return None
-    return "additive"
+    rows = value.reshape(-1, n, n)
+    if not np.all((rows == 0) | (rows <= _MASKED)):
+        return None
+    return rows == 0
+
+
+def _causal_window(value: np.ndarray) -> tuple[bool, int | None]:
+    """(whether `value` is a causal mask, the sliding window its values show or None)."""
+    visible = _visible(value)
+    if visible is None:
+        return False, None
+    n = visible.shape[-1]
+    window = int(visible[0, -1].sum())  # the last query sees exactly `window` keys
+    window = None if window >= n else window
+    return bool(window != 0 and np.all(visible == causal_visible(n, window))), window
+
+
+def causal_mask_kind(value: np.ndarray) -> str | None:
+    """`bool` for a boolean causal mask (True = attend), `additive` for 0 where a key is
+    seen and -inf / the float minimum where it is not, else None. A sliding-window causal
+    mask is one too (see `mask_window`)."""
+    if not _causal_window(value)[0]:
+        return None
+    return "bool" if value.dtype == np.bool_ else "additive"
+
+
+def mask_window(value: np.ndarray) -> int | None:
+    """The sliding window a causal mask shows: how many keys, its own included, the query
+    sees at most; None when every earlier key is seen (a window, if any, >= its length)."""
+    is_causal, window = _causal_window(value)
+    return window if is_causal else None
 
 
 def rope_tables(inv_freq: np.ndarray, seq_len: int, scaling: float) -> dict[str, np.ndarray]:

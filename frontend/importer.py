@@ -6,7 +6,8 @@ returned beside the module as numpy arrays -- or, without weights, as `MetaArray
 only shape and dtype. Folded constants are materialised only where a traced op consumes them:
 a view of a constant stays a view op of that constant, rotary cos/sin tables become symbolic
 `rope_table` ops, causal masks become named constants (`folded.<fx node>`) marked
-`causal_mask`, and position ids feeding an embedding become `position_embedding`.
+`causal_mask` (with the `window` of a sliding-window layer, see `sliding_window.py`), and
+position ids feeding an embedding become `position_embedding`.
 
 The ATen op table lives in `aten.py`; this file is the walk and the constants.
 """
@@ -26,12 +27,15 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 from wsc.errors import UnsupportedOpError
 from wsc.frontend import constants
 from wsc.frontend.checkpoint import LoadedModel
+from wsc.frontend.sliding_window import attention_window
 from wsc.frontend.trace import ASSERT_OPS, Trace, trace_model
-from wsc.ir.attrs import f64_attr, string, tensor
+from wsc.ir.attrs import f64_attr, i64_attr, string, tensor
 from wsc.ir.graph import GraphOp, RopeTableOp, WeightOp, make
 
 TORCH_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
                 torch.int64: "i64", torch.int32: "i32", torch.bool: "i1"}
+TORCH_DTYPES_NP = {np.float32: "f32", np.float16: "f16", np.int64: "i64", np.int32: "i32",
+                   np.bool_: "i1"}
 
 
 @dataclass(frozen=True)
@@ -199,9 +203,16 @@ class Importer:
         v = self.static_value(arg)
         if isinstance(v, (bool, int, float)):
             return float(v)
-        if isinstance(v, torch.Tensor) and v.numel() == 1:
+        if isinstance(v, torch.Tensor) and v.numel() == 1 and not self._windowed_mask(arg, v):
             return float(v.reshape(()).item())
         return None
+
+    def _windowed_mask(self, node: fx.Node, value: torch.Tensor) -> bool:
+        """A one-token causal mask of sliding-window layers: it stays a mask, as the only
+        place the window is recorded (a one-token prompt cannot show it)."""
+        array = _numpy(value)
+        return array.ndim >= 2 and constants.causal_mask_kind(array) is not None \
+            and self.mask_window(node, array) is not None
 
     def weight(self, node: fx.Node, transpose: bool = False) -> SSAValue:
         """`wsc.graph.weight` of a parameter placeholder (read transposed if asked)."""
@@ -254,12 +265,52 @@ class Importer:
         if rotary is not None:
             return self._rope_table(node, value, rotary)
         array = _numpy(value)
+        if array.ndim >= 2 and constants.causal_mask_kind(array):
+            return self.mask_constant(node, array)
         name = f"folded.{node.name}"
         self.weights[name] = array
-        mask = constants.causal_mask_kind(array) if array.ndim >= 2 else None
-        op = make(WeightOp, [], tensor_type(value), name=string(name),
-                  causal_mask=UnitAttr() if mask else None)
+        return self.emit(make(WeightOp, [], tensor_type(value), name=string(name)), node)
+
+    # --- causal masks -----------------------------------------------------------------
+
+    def mask_constant(self, node: fx.Node, array: np.ndarray) -> SSAValue:
+        """The causal mask `array` (`node`'s value, or made from it) as a constant marked
+        `causal_mask`, with the sliding window of the attention layers that read it."""
+        name = f"folded.{node.name}"
+        self.weights[name] = array
+        window = self.mask_window(node, array)
+        op = make(WeightOp, [], tensor(array.shape, TORCH_DTYPES_NP[array.dtype.type]),
+                  name=string(name), causal_mask=UnitAttr(),
+                  window=None if window is None else i64_attr(window))
         return self.emit(op, node)
+
+    def mask_window(self, node: fx.Node, mask: np.ndarray) -> int | None:
+        """The sliding window of the causal mask `node`: the one its values show, else the
+        one its attention layers are configured with, if the mask is too short to show it."""
+        shown = constants.mask_window(mask)
+        if shown is not None:
+            return shown
+        windows = {attention_window(self.model, path) for path in self._reader_paths(node)}
+        if len(windows) > 1:
+            raise UnsupportedOpError(
+                self.op_name(node), module_path(node),
+                f"one causal mask serves attention layers with different sliding windows "
+                f"{sorted(windows, key=str)}")
+        window = windows.pop() if windows else None
+        # a window shorter than the mask would show in it: then the model does not use it
+        return window if window is not None and window >= mask.shape[-1] else None
+
+    def _reader_paths(self, node: fx.Node) -> set[str]:
+        """Module paths of the traced ops that read `node` (through folded views)."""
+        paths: set[str] = set()
+        todo = list(node.users)
+        while todo:
+            user = todo.pop()
+            if self.trace.is_static(user):
+                todo.extend(user.users)
+            elif user.op == "call_function":
+                paths.add(module_path(user))
+        return paths
 
     def _rotary_module(self, node: fx.Node) -> str | None:
         """The path of the rotary-embedding module `node` was computed in, if any."""

@@ -99,12 +99,14 @@ class WeightOp(GraphOp):
 
     `causal_mask` marks a folded constant the frontend proved to be exactly a causal attention
     mask (boolean lower triangle, or additive 0 / -inf): attention recognition relies on it,
-    since passes do not see weight values."""
+    since passes do not see weight values. `window` on such a mask makes it a sliding-window
+    causal mask: query q sees keys q - window < k <= q (transformers' `sliding_window`)."""
 
     name = "wsc.graph.weight"
     weight_name = prop_def(StringAttr, prop_name="name")
     transpose = opt_prop_def(UnitAttr)
     causal_mask = opt_prop_def(UnitAttr)
+    window = opt_prop_def(IntegerAttr)
     result = result_def(TensorType)
     traits = traits_def(Pure())
     assembly_format = "$name attr-dict `:` type($result)"
@@ -112,6 +114,10 @@ class WeightOp(GraphOp):
     @property
     def ref(self) -> str:
         return self.weight_name.data
+
+    def verify_(self) -> None:
+        if self.window is not None and (self.causal_mask is None or self.window.value.data < 1):
+            raise VerifyException("a weight's window (>= 1) is only meaningful on a causal mask")
 
 
 @irdl_op_definition
@@ -226,17 +232,34 @@ class LayerNormOp(GraphOp):
 
 @irdl_op_definition
 class RmsNormOp(GraphOp):
+    """`x * rsqrt(mean(x**2) + eps) * (gamma + gamma_offset)` over each row, or, with
+    `head_dim`, over each group of `head_dim` consecutive features (per-head q/k norms,
+    Qwen3), `gamma` then being one head's [head_dim]. Gemma's `(1 + weight)` gain is
+    `gamma_offset = 1`."""
+
     name = "wsc.graph.rms_norm"
     x = operand_def(TensorType)
     gamma = operand_def(TensorType)
     eps = prop_def(FloatAttr)
+    head_dim = opt_prop_def(IntegerAttr)
+    gamma_offset = opt_prop_def(FloatAttr)
     result = result_def(TensorType)
     assembly_format = _fmt("$x `,` $gamma")
 
+    @property
+    def group(self) -> int:
+        """Features normalised together: `head_dim`, or the whole row."""
+        return self.head_dim.value.data if self.head_dim is not None else shape_of(self.x.type)[-1]
+
+    @property
+    def offset(self) -> float:
+        return self.gamma_offset.value.data if self.gamma_offset is not None else 0.0
+
     def verify_(self) -> None:
         xs = shape_of(self.x.type)
-        if shape_of(self.gamma.type) != xs[-1:]:
-            raise VerifyException(f"rms_norm weight {shape_of(self.gamma.type)} for {xs}")
+        if shape_of(self.gamma.type) != (self.group,) or xs[-1] % self.group:
+            raise VerifyException(f"rms_norm weight {shape_of(self.gamma.type)} for {xs} "
+                                  f"in groups of {self.group}")
         self._expect(self.result, xs)
 
 
@@ -285,6 +308,7 @@ class SdpaOp(GraphOp):
     mask = opt_operand_def(TensorType)
     scale = opt_prop_def(FloatAttr)
     causal = opt_prop_def(UnitAttr)
+    window = opt_prop_def(IntegerAttr)  # a sliding window on `is_causal` (see AttentionOp)
     result = result_def(TensorType)
     assembly_format = _fmt("$q `,` $k `,` $v (`,` $mask^)?")
 
@@ -295,7 +319,8 @@ class AttentionOp(GraphOp):
 
     q is [S, heads*head_dim], k and v are [S, kv_heads*head_dim] (any leading unit dims);
     query head h reads kv head h // (heads / kv_heads), so grouped- and multi-query attention
-    share K/V instead of copying it.
+    share K/V instead of copying it. A `window` limits causal attention to the last `window`
+    positions, the query's own included (Mistral's, Qwen2's and StarCoder2's sliding window).
     """
 
     name = "wsc.graph.attention"
@@ -307,10 +332,13 @@ class AttentionOp(GraphOp):
     head_dim = prop_def(IntegerAttr)
     scale = prop_def(FloatAttr)
     causal = opt_prop_def(UnitAttr)
+    window = opt_prop_def(IntegerAttr)  # sliding window: query q sees keys q - window < k <= q
     result = result_def(TensorType)
     assembly_format = _fmt("$q `,` $k `,` $v")
 
     def verify_(self) -> None:
+        if self.window is not None and (self.causal is None or self.window.value.data < 1):
+            raise VerifyException("attention: a sliding window (>= 1) needs causal attention")
         h, kvh, d = self.heads.value.data, self.kv_heads.value.data, self.head_dim.value.data
         if h % kvh:
             raise VerifyException(f"attention: {h} heads are not a multiple of {kvh} kv heads")

@@ -4,9 +4,9 @@ One small function per op, registered by op class in `IMPLS`, as xDSL's interpre
 runs a module's `@forward` on concrete input ids and gives the logits, or every value
 (`evaluate_values`, for layer-by-layer comparisons). The semantics are the dialect's: attention
 is causal softmax(q kᵀ · scale) v per head with kv heads shared by `heads / kv_heads` query
-heads; rope rotates halves by `position * inv_freq` for positions 0..S-1, times `scaling`;
-`position_embedding` reads rows 0..S-1. Arithmetic is float32 like the model's, so results
-match PyTorch eager to summation order.
+heads, within a sliding `window` if it has one; rope rotates halves by `position * inv_freq`
+for positions 0..S-1, times `scaling`; `position_embedding` reads rows 0..S-1. Arithmetic is
+float32 like the model's, so results match PyTorch eager to summation order.
 """
 
 from __future__ import annotations
@@ -164,10 +164,12 @@ def _layer_norm(op, args, env):
 
 
 @impl(g.RmsNormOp)
-def _rms_norm(op, args, env):
+def _rms_norm(op: g.RmsNormOp, args, env):
     x, gamma = args
-    ms = np.square(x).mean(-1, keepdims=True)
-    return gamma * (x * (np.float32(1.0) / np.sqrt(ms + np.float32(_float(op.eps)))))
+    groups = x.reshape(*x.shape[:-1], -1, op.group)  # one row, or one head, per group
+    ms = np.square(groups).mean(-1, keepdims=True)
+    normed = groups * (np.float32(1.0) / np.sqrt(ms + np.float32(_float(op.eps))))
+    return ((gamma + np.float32(op.offset)) * normed).reshape(x.shape)
 
 
 def softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -189,15 +191,20 @@ def _mean(op, args, env):
 
 
 def attention_heads(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
-                    causal: bool, mask: np.ndarray | None = None) -> np.ndarray:
+                    causal: bool, mask: np.ndarray | None = None,
+                    window: int | None = None) -> np.ndarray:
     """softmax(q kᵀ · scale [+ mask]) v on [H, S, D] heads; k and v may have fewer heads,
-    each shared by consecutive query heads."""
+    each shared by consecutive query heads; a causal `window` hides keys `window` or more
+    positions before the query."""
     rep = q.shape[0] // k.shape[0]
     k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
     scores = np.matmul(q, np.swapaxes(k, -1, -2)) * np.float32(scale)
     s, t = scores.shape[-2:]
     if causal:
-        scores = np.where(np.tril(np.ones((s, t), dtype=bool)), scores, -np.inf)
+        visible = np.tril(np.ones((s, t), dtype=bool))
+        if window is not None:
+            visible &= ~np.tril(visible, -window)
+        scores = np.where(visible, scores, -np.inf)
     if mask is not None:
         scores = np.where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + mask
     return np.matmul(softmax(scores, -1), v)
@@ -209,7 +216,8 @@ def _attention(op: g.AttentionOp, args, env):
     q, k, v = args
     tokens = math.prod(q.shape[:-1])
     heads = [x.reshape(tokens, n, d).transpose(1, 0, 2) for x, n in ((q, h), (k, kvh), (v, kvh))]
-    out = attention_heads(*heads, _float(op.scale), op.causal is not None)
+    window = _int(op.window) if op.window is not None else None
+    out = attention_heads(*heads, _float(op.scale), op.causal is not None, window=window)
     return out.transpose(1, 0, 2).reshape(q.shape)
 
 
@@ -224,7 +232,9 @@ def _sdpa(op: g.SdpaOp, args, env):
     kh, vh = k.reshape(-1, *k.shape[-2:]), v.reshape(-1, *v.shape[-2:])
     if mask is not None:
         mask = np.broadcast_to(mask, (*lead, q.shape[-2], k.shape[-2])).reshape(qh.shape[0], *mask.shape[-2:])
-    return attention_heads(qh, kh, vh, scale, op.causal is not None, mask).reshape(*lead, -1, d)
+    window = _int(op.window) if op.window is not None else None
+    return attention_heads(qh, kh, vh, scale, op.causal is not None, mask,
+                           window).reshape(*lead, -1, d)
 
 
 @impl(g.RopeOp)

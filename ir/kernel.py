@@ -139,7 +139,8 @@ class EmbeddingKernel(KernelOp):
 
 @irdl_op_definition
 class NormKernel(KernelOp):
-    """LayerNorm (`kind = "layer"`) or RMSNorm (`kind = "rms"`) over each row."""
+    """LayerNorm (`kind = "layer"`) or RMSNorm (`kind = "rms"`) over each row; the gain is
+    `gamma + gamma_offset` (Gemma's `1 + weight`)."""
 
     name = "wsc.kernel.norm"
     KIND: ClassVar[str] = "norm"
@@ -147,6 +148,7 @@ class NormKernel(KernelOp):
     gamma = prop_def(StringAttr)
     beta = opt_prop_def(StringAttr)
     eps = prop_def(FloatAttr)
+    gamma_offset = opt_prop_def(FloatAttr)
 
     def core_shape(self) -> tuple[int, ...]:
         return shape_of(self.inputs[0].type)
@@ -175,8 +177,9 @@ class LinearKernel(KernelOp):
 
 @irdl_op_definition
 class AttentionKernel(KernelOp):
-    """Causal multi-head attention over q, k, v token-major matrices, with an optional
-    rotary embedding applied to q and k first, and a KV cache resident in SRAM for decode."""
+    """Causal multi-head attention over q, k, v token-major matrices, with optional per-head
+    RMSNorms (`q_norm` / `k_norm` gains, Qwen3) and then a rotary embedding applied to q and k
+    first, an optional sliding `window`, and a KV cache resident in SRAM for decode."""
 
     name = "wsc.kernel.attention"
     KIND: ClassVar[str] = "attention"
@@ -185,8 +188,13 @@ class AttentionKernel(KernelOp):
     head_dim = prop_def(IntegerAttr)
     scale = prop_def(FloatAttr)
     causal = opt_prop_def(UnitAttr)
+    window = opt_prop_def(IntegerAttr)
     rope_inv_freq = opt_prop_def(StringAttr)
     rope_scaling = opt_prop_def(FloatAttr)
+    q_norm = opt_prop_def(StringAttr)
+    k_norm = opt_prop_def(StringAttr)
+    qk_norm_eps = opt_prop_def(FloatAttr)
+    qk_norm_offset = opt_prop_def(FloatAttr)
 
     def core_shape(self) -> tuple[int, ...]:
         return shape_of(self.inputs[0].type)

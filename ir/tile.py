@@ -422,13 +422,16 @@ class UnaryOp(TileOp):
 
 @irdl_op_definition
 class BinaryOp(TileOp):
-    """`z = x fn y`, broadcasting size-1 dimensions of `y` (row or column vectors)."""
+    """`z = x fn y`, broadcasting size-1 dimensions of `y` (row or column vectors). With
+    `groups`, `y` has one column per group of equal consecutive columns of `x` (one value
+    per head and row), broadcast over its group."""
 
     name = "wsc.tile.binary"
     x = operand_def(BUF)
     y = operand_def(BUF)
     z = operand_def(BUF)
     fn = prop_def(StringAttr)
+    groups = opt_prop_def(IntegerAttr)
     assembly_format = "$x `,` $y `->` $z attr-dict"
 
     def verify_(self) -> None:
@@ -456,18 +459,22 @@ class ScalarOp(TileOp):
 @irdl_op_definition
 class ReduceOp(TileOp):
     """Reduce the local tile of `x` along `dim` (keeping it as size 1), skipping padding
-    elements according to `x`'s layout."""
+    elements according to `x`'s layout. With `groups` (dim 1 only) each group of equal
+    consecutive columns reduces to one column of `y` (per-head statistics)."""
 
     name = "wsc.tile.reduce"
     x = operand_def(BUF)
     y = operand_def(BUF)
     fn = prop_def(StringAttr)  # one of REDUCE_FNS; sumsq is the sum of squares, in fp32
     dim = prop_def(IntegerAttr)
+    groups = opt_prop_def(IntegerAttr)
     assembly_format = "$x `->` $y attr-dict"
 
     def verify_(self) -> None:
         if self.fn.data not in REDUCE_FNS:
             raise VerifyException(f"unknown reduction {self.fn.data}")
+        if self.groups is not None and self.dim.value.data != 1:
+            raise VerifyException("a grouped reduction runs along dim 1")
 
 
 @irdl_op_definition
@@ -525,7 +532,8 @@ class AttendOp(TileOp):
     """One flash-attention step: fold the K/V rows this PE holds into the online-softmax
     state `(m, l, acc)` of its query rows. Query positions are `pos0 + global row of q`, key
     positions the global row of `k` (after any shifts); `causal` masks keys after the query,
-    and padding keys are always masked."""
+    `window` also keys `window` or more positions before it (a sliding window), and padding
+    keys are always masked."""
 
     name = "wsc.tile.attend"
     q = operand_def(BUF)
@@ -540,6 +548,7 @@ class AttendOp(TileOp):
     head_dim = prop_def(IntegerAttr)
     scale = prop_def(FloatAttr)
     causal = opt_prop_def(UnitAttr)
+    window = opt_prop_def(IntegerAttr)
     assembly_format = "$q `,` $k `,` $v `->` $m `,` $l `,` $acc `scratch` $scores attr-dict"
 
     def verify_(self) -> None:

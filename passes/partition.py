@@ -2,12 +2,12 @@
 
 Walks the canonical graph once, in order. Anchor ops become kernels — `embedding` (with a
 following add of a `position_embedding` folded in), `layer_norm`/`rms_norm`, `linear`,
-`attention` (with the `rope` of its q and k folded in). Every elementwise op joins the
-epilogue of the kernel that produced its latest activation operand, as long as it keeps that
-kernel's tile shape; its other activation operands become the kernel's `extras` (a residual,
-a gate). What cannot join becomes a standalone `eltwise` kernel. Reshapes that keep the
-token-major matrix view are free, and slices of the last dimension become windows on the
-edges that read them. Anything else is an `UnsupportedOpError` naming the op and its module.
+`attention` (with the `rope` of its q and k folded in, and per-head `rms_norm`s before it).
+Every elementwise op joins the epilogue of the kernel that produced its latest activation
+operand, as long as it keeps that kernel's tile shape; its other activation operands become
+the kernel's `extras` (a residual, a gate). What cannot join becomes a standalone `eltwise`
+kernel. Reshapes that keep the token-major matrix view are free, and slices of the last
+dimension become windows on the edges that read them. Anything else is an `UnsupportedOpError` naming the op and its module.
 
 Activations are token-major matrices at this level: `[1, S, F]` becomes `[S, F]`.
 """
@@ -96,6 +96,7 @@ class Partitioner:
         self.weight: dict[SSAValue, g.WeightOp] = {}
         self.posemb: dict[SSAValue, str] = {}
         self.rope: dict[SSAValue, tuple[SSAValue, g.RopeOp]] = {}
+        self.head_norm: dict[SSAValue, g.RmsNormOp] = {}  # per-head norms attention applies
         self.ids = func_op.body.block.args[0]
         s = shape_of(self.ids.type)
         self.seq = math.prod(s)
@@ -111,6 +112,9 @@ class Partitioner:
     def act(self, op: Operation, v: SSAValue) -> MatRef:
         if v in self.rope:
             raise self.error(op, "a rotary embedding must feed attention directly")
+        if v in self.head_norm:
+            raise self.error(op, "a per-head RMSNorm must feed attention's q or k directly "
+                                 "(before its rotary embedding, if any)")
         if v not in self.mat:
             raise self.error(op, f"operand {v.name_hint or ''} is not an activation wsc can place")
         return self.mat[v]
@@ -148,11 +152,15 @@ class Partitioner:
         elif isinstance(op, g.EmbeddingOp):
             self.new_group("embedding", op, {"table": self.weight_name(op, op.table)[0]},
                            [self.act(op, op.ids)])
+        elif isinstance(op, g.RmsNormOp) and op.head_dim is not None:
+            self.head_norm[op.result] = op  # applied by the attention that reads it
         elif isinstance(op, (g.LayerNormOp, g.RmsNormOp)):
             props = {"norm": "layer" if isinstance(op, g.LayerNormOp) else "rms",
                      "gamma": self.weight_name(op, op.gamma)[0], "eps": op.eps.value.data}
             if isinstance(op, g.LayerNormOp):
                 props["beta"] = self.weight_name(op, op.beta)[0]
+            elif op.offset:
+                props["gamma_offset"] = op.offset
             self.new_group("norm", op, props, [self.act(op, op.x)])
         elif isinstance(op, g.LinearOp):
             name, tr = self.weight_name(op, op.w)
@@ -196,6 +204,8 @@ class Partitioner:
         props = {"heads": op.heads.value.data, "kv_heads": op.kv_heads.value.data,
                  "head_dim": op.head_dim.value.data, "scale": op.scale.value.data,
                  "causal": op.causal is not None}
+        if op.window is not None:
+            props["window"] = op.window.value.data
         if any(ropes):
             if not all(ropes):
                 raise self.error(op, "rotary embedding on only one of q and k")
@@ -205,9 +215,28 @@ class Partitioner:
             props["rope_inv_freq"] = rq.inv_freq.data
             props["rope_scaling"] = rq.scaling.value.data
             q, k = ropes[0][0], ropes[1][0]
+        q, k = self.head_norms(op, q, k, props)
         if not props["causal"]:
             raise self.error(op, "only causal (decoder) attention is supported")
         self.new_group("attention", op, props, [self.act(op, v) for v in (q, k, op.v)])
+
+    def head_norms(self, op: g.AttentionOp, q: SSAValue, k: SSAValue, props: dict):
+        """Fold per-head RMSNorms of q and k (Qwen3) into the attention; their inputs."""
+        norms = {name: self.head_norm.get(v) for name, v in (("q", q), ("k", k))}
+        found = [n for n in norms.values() if n is not None]
+        if not found:
+            return q, k
+        if any(n.group != op.head_dim.value.data for n in found):
+            raise self.error(op, "a per-head norm over groups other than the attention heads")
+        if len({(n.eps.value.data, n.offset) for n in found}) > 1:
+            raise self.error(op, "q and k norms with different eps or gain offsets")
+        for name, n in norms.items():
+            if n is not None:
+                props[f"{name}_norm"] = self.weight_name(op, n.gamma)[0]
+        props["qk_norm_eps"] = found[0].eps.value.data
+        if found[0].offset:
+            props["qk_norm_offset"] = found[0].offset
+        return tuple(n.x if n is not None else v for n, v in zip(norms.values(), (q, k)))
 
     def elementwise(self, op: Operation) -> None:
         operands = list(op.operands)

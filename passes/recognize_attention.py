@@ -10,7 +10,8 @@ matrices (the q/k/v projections, or their ropes):
 k and v may be views with fewer distinct heads, each repeated for consecutive query heads
 (Llama / Qwen2 `repeat_kv`, GPTBigCode multi-query): that becomes `kv_heads`, and the attention
 reads the kv columns once instead of a copy per query head. A mask that is a constant but not
-exactly causal is refused: wafer attention generates its causal mask from positions.
+exactly causal (or causal within the sliding `window` the frontend marked on it) is refused:
+wafer attention generates its mask from positions.
 
 The 4-D result is replaced by the same head view of the attention output, so the transpose
 and reshape that follow collapse into a reshape in canonicalization.
@@ -38,20 +39,27 @@ def _not_causal(op: Operation) -> UnsupportedOpError:
     return UnsupportedOpError(
         op.name, op.source[1] if isinstance(op, g.GraphOp) else "",
         "its attention mask is a constant that is not exactly causal",
-        hint="wsc compiles causal prefill attention without padding (batch 1); sliding-window "
-             "or custom masks are not supported")
+        hint="wsc compiles causal prefill attention, optionally within a sliding window, "
+             "without padding (batch 1); custom masks are not supported")
 
 
-def _causal_mask(value: SSAValue, anchor: Operation, scores: tuple[int, ...]) -> bool:
-    """Whether `value` is a view of a causal-mask constant broadcast over `scores` [.., S, S];
-    a folded constant that is not one is an error."""
+@dataclass(frozen=True)
+class CausalMask:
+    """A causal-mask constant, seen through its views: its sliding window, if any."""
+
+    window: int | None
+
+
+def _causal_mask(value: SSAValue, anchor: Operation, scores: tuple[int, ...]) -> CausalMask | None:
+    """The causal mask `value` is a view of, broadcast over `scores` [.., S, S]; a folded
+    constant that is not one is an error."""
     base, sig = views.chain_of(value)
     weight = base.owner
     if not isinstance(weight, g.WeightOp) or not weight.ref.startswith("folded."):
-        return False
+        return None
     if weight.causal_mask is None or not views.is_row_table(sig, scores):
         raise _not_causal(anchor)
-    return True
+    return CausalMask(None if weight.window is None else weight.window.value.data)
 
 
 @dataclass(frozen=True)
@@ -60,24 +68,24 @@ class Scores:
 
     qk: g.MatmulOp
     scale: float
-    causal: bool
+    mask: CausalMask | None
 
 
 def parse_scores(value: SSAValue, anchor: Operation) -> Scores | None:
     """Walk from the softmax input up to `matmul(q, kᵀ)` through scalings, masks and views."""
-    scale, causal = 1.0, False
+    scale, mask = 1.0, None
     while True:
         op = value.owner
         if isinstance(op, g.MatmulOp):
-            return Scores(op, scale, causal)
+            return Scores(op, scale, mask)
         if isinstance(op, g.AddOp) and op.rhs is None and op.scalar_value == 0.0:
             value = op.lhs  # a one-element mask folds to + 0 (S = 1)
         elif isinstance(op, g.AddOp) and op.rhs is not None:
             shape = shape_of(op.result.type)
-            if _causal_mask(op.rhs, anchor, shape):
-                value, causal = op.lhs, True
-            elif _causal_mask(op.lhs, anchor, shape):
-                value, causal = op.rhs, True
+            if (found := _causal_mask(op.rhs, anchor, shape)) is not None:
+                value, mask = op.lhs, found
+            elif (found := _causal_mask(op.lhs, anchor, shape)) is not None:
+                value, mask = op.rhs, found
             else:
                 return None
         elif isinstance(op, (g.MulOp, g.DivOp)) and op.rhs is None and op.reverse is None:
@@ -101,7 +109,7 @@ def _head(value: SSAValue, transposed: bool) -> tuple[SSAValue, views.HeadView] 
 
 def build_attention(rewriter: PatternRewriter, anchor: Operation, q: SSAValue, k: SSAValue,
                     v: SSAValue, *, k_transposed: bool, scale: float | None,
-                    causal: bool) -> bool:
+                    causal: bool, window: int | None = None) -> bool:
     """Replace `anchor` by attention of the matrices q, k, v are head views of; False (and
     nothing changed) when they are not such views."""
     found = [_head(q, False), _head(k, k_transposed), _head(v, False)]
@@ -119,7 +127,8 @@ def build_attention(rewriter: PatternRewriter, anchor: Operation, q: SSAValue, k
     att = g.make(g.AttentionOp, cols, cols[0].type, heads=i64_attr(heads),
                  kv_heads=i64_attr(kv_heads), head_dim=i64_attr(d),
                  scale=f64_attr(1.0 / math.sqrt(d) if scale is None else scale),
-                 causal=UnitAttr() if causal else None)
+                 causal=UnitAttr() if causal else None,
+                 window=i64_attr(window) if causal and window is not None else None)
     att.copy_location(anchor)
     att.results[0].name_hint = "attention"
     rewriter.insert(att)
@@ -135,14 +144,16 @@ class SdpaPattern(RewritePattern):
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: g.SdpaOp, rewriter: PatternRewriter) -> None:
         causal = op.causal is not None
+        window = op.window.value.data if op.window is not None else None
         if op.mask is not None:
             q, k = shape_of(op.q.type), shape_of(op.k.type)
-            if not _causal_mask(op.mask, op, (*q[:-1], k[-2])):
+            mask = _causal_mask(op.mask, op, (*q[:-1], k[-2]))
+            if mask is None:
                 raise _not_causal(op)
-            causal = True
+            causal, window = True, mask.window
         scale = None if op.scale is None else op.scale.value.data
         build_attention(rewriter, op, op.q, op.k, op.v, k_transposed=False, scale=scale,
-                        causal=causal)
+                        causal=causal, window=window)
 
 
 class EagerAttentionPattern(RewritePattern):
@@ -160,8 +171,10 @@ class EagerAttentionPattern(RewritePattern):
         scores = parse_scores(softmax.x, op)
         if scores is None:
             return
+        mask = scores.mask
         build_attention(rewriter, op, scores.qk.a, scores.qk.b, op.b, k_transposed=True,
-                        scale=scores.scale, causal=scores.causal)
+                        scale=scores.scale, causal=mask is not None,
+                        window=mask.window if mask is not None else None)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,9 @@ class HeadView:
 
 @lru_cache(maxsize=4096)
 def head_view(sig: Signature) -> HeadView | None:
-    """The `HeadView` a chain is, if it is one."""
+    """The `HeadView` a chain is, if it is one (a value that is no view is none)."""
+    if len(sig) < 2:
+        return None
     base_shape, view = sig[0], sig[-1][-1]
     if len(view) < 3 or len(base_shape) < 1:
         return None

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
@@ -171,10 +170,7 @@ def parallel(fn, items: list, workers: int) -> list:
     """`[fn(i) for i in items]` on up to `workers` threads (CP-SAT releases the GIL)."""
     if workers <= 1 or len(items) <= 1:
         return [fn(i) for i in items]
-    with ThreadPoolExecutor(min(workers, len(items))) as pool:
-        futures = [pool.submit(fn, i) for i in items]
-        interrupt.wait_all(futures)
-        return [f.result() for f in futures]
+    return interrupt.run_all(fn, items, min(workers, len(items)))
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, wait
 
 POLL = 0.05  # seconds the main thread waits between looks at the solves (and at Ctrl-C)
 
@@ -44,15 +43,51 @@ def solve(solver, model) -> int:
             ended.set()
 
     thread = threading.Thread(target=work, name="cp-sat")
-    _wait(thread.start, lambda: ended.wait(POLL))
+    _wait(thread.start, lambda: ended.wait(POLL) and not thread.is_alive())
     if "error" in outcome:
         raise outcome["error"]
     return outcome["status"]
 
 
-def wait_all(futures: list[Future]) -> None:
-    """Wait for `futures` (solves on a thread pool); Ctrl-C stops them and raises."""
-    _wait(lambda: None, lambda: not wait(futures, POLL).not_done)
+def run_all(fn: Callable, items: list, workers: int) -> list:
+    """`[fn(i) for i in items]` on `workers` threads; Ctrl-C stops them and raises.
+
+    Not a ThreadPoolExecutor: its exit joins the workers, and a Ctrl-C landing in that join
+    left a worker running after the compile had stopped."""
+    results: list = [None] * len(items)
+    todo, errors = list(enumerate(items))[::-1], []
+    lock, changed = threading.Lock(), threading.Event()
+
+    def work() -> None:
+        try:
+            while True:
+                with lock:
+                    if not todo or errors:
+                        return
+                    i, item = todo.pop()
+                try:
+                    results[i] = fn(item)
+                except BaseException as e:  # noqa: BLE001 - raised by the waiting main thread
+                    with lock:
+                        errors.append(e)
+        finally:
+            changed.set()
+
+    threads = [threading.Thread(target=work, name=f"cp-sat-{n}") for n in range(workers)]
+
+    def start() -> None:
+        for t in threads:
+            t.start()
+
+    def finished() -> bool:
+        changed.wait(POLL)
+        changed.clear()
+        return not any(t.is_alive() for t in threads)
+
+    _wait(start, finished)
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _wait(start: Callable[[], None], finished: Callable[[], bool]) -> None:

@@ -112,9 +112,15 @@ def compile_unary(op: t.UnaryOp) -> Instr:
 def compile_binary(op: t.BinaryOp) -> Instr:
     fn, x, y, z = op.fn.data, op.x, op.y, op.z
     f = BINARY[fn]
+    groups = _i(op.groups) if op.groups is not None else 0
 
     def run(fr: Frame) -> None:
-        fr.buf(z).store(f(fr.buf(x).f32(), fr.buf(y).f32()))
+        a, b = fr.buf(x).f32(), fr.buf(y).f32()
+        if groups:  # y holds one column per group of x's columns
+            a = a.reshape(*a.shape[:-1], groups, -1)
+            fr.buf(z).store(f(a, b[..., None]).reshape(*a.shape[:-2], -1))
+        else:
+            fr.buf(z).store(f(a, b))
 
     return Instr(op, "compute", run, lambda fr: _elementwise_cost(fr, z, fn, 2, x), (x, y), (z,))
 
@@ -232,22 +238,26 @@ def _valid_mask(fr: Frame, v, shape) -> np.ndarray | None:
 @compiles(t.ReduceOp)
 def compile_reduce(op: t.ReduceOp) -> Instr:
     x, y, fn, dim = op.x, op.y, op.fn.data, _i(op.dim)
+    groups = _i(op.groups) if op.groups is not None else 1
 
     def run(fr: Frame) -> None:
         a = fr.buf(x).f32()
-        axis = 2 + dim
         mask = _valid_mask(fr, x, a.shape)
         if fn == "max":
-            out = np.max(a if mask is None else np.where(mask, a, -np.inf), axis=axis, keepdims=True)
+            a, reduce = (a if mask is None else np.where(mask, a, -np.inf)), np.max
         else:
             a = a * a if fn == "sumsq" else a
-            out = np.sum(a if mask is None else np.where(mask, a, 0), axis=axis, keepdims=True)
+            a, reduce = (a if mask is None else np.where(mask, a, 0)), np.sum
+        if groups > 1:  # one result per group of columns: [R, C, rows, groups]
+            out = reduce(a.reshape(*a.shape[:-1], groups, -1), axis=-1)
+        else:
+            out = reduce(a, axis=2 + dim, keepdims=True)
         fr.buf(y).store(out)
 
     def cycles(fr: Frame) -> float:
         b = fr.buf(x)
         if fn == "sumsq":  # each line dotted with itself: FMACs at the operands' dtype rate
-            k = b.dims[dim]
+            k = b.dims[dim] // groups
             return fr.cost.matmul(_n(fr, x) // max(k, 1), k, 1, b.dtype)
         return fr.cost.elementwise(_n(fr, x), b.dtype, reads=1)
 
@@ -354,6 +364,7 @@ def compile_attend(op: t.AttendOp) -> Instr:
     q, k, v, m, l, acc, scores = op.q, op.k, op.v, op.m, op.l, op.acc, op.scores
     heads, kvh, hd = _i(op.heads), _i(op.kv_heads), _i(op.head_dim)
     scale, causal = np.float32(_f(op.scale)), op.causal is not None
+    window = _i(op.window) if op.window is not None else 0
     group = heads // kvh
 
     def run(fr: Frame) -> None:
@@ -368,6 +379,8 @@ def compile_attend(op: t.AttendOp) -> Instr:
         ok = (kpos < klay.shape[0])[:, :, None, None, :]
         if causal:
             ok = ok & (kpos[:, :, None, None, :] <= qpos[:, :, None, :, None])
+        if window:
+            ok = ok & (kpos[:, :, None, None, :] > qpos[:, :, None, :, None] - window)
         s = np.where(ok, s, -np.inf)
         M, L, A = fr.buf(m).f32(), fr.buf(l).f32(), fr.buf(acc).f32()
         m_old = M.transpose(0, 1, 3, 2)  # [R, C, h, tq]

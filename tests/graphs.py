@@ -77,6 +77,12 @@ class GraphBuilder:
         gam = self.weight(f"{name}.weight", (d,), value=(1 + 0.1 * self.rng.standard_normal(d)).astype(np.float32))
         return self.op(g.RmsNormOp, [x, gam], shape_of(x.type), eps=1e-6, module=name)
 
+    def head_rms_norm(self, x, name: str, head_dim: int) -> SSAValue:
+        """RMSNorm of each head of x, with a (1 + weight) gain (as Gemma 3 has)."""
+        gam = self.weight(f"{name}.weight", (head_dim,), scale=0.3)
+        return self.op(g.RmsNormOp, [x, gam], shape_of(x.type), eps=1e-6, head_dim=head_dim,
+                       gamma_offset=1.0, module=name)
+
     def binary(self, cls, a, b) -> SSAValue:
         return self.op(cls, [a, b], shape_of(a.type))
 
@@ -116,7 +122,10 @@ def gpt2_block_graph(seq: int = 16, *, layers: int = 1, d: int = 64, heads: int 
 
 
 def llama_block_graph(seq: int = 16, *, layers: int = 1, d: int = 64, heads: int = 4,
-                      kv_heads: int = 2, ff: int = 160, vocab: int = 256, seed: int = 0):
+                      kv_heads: int = 2, ff: int = 160, vocab: int = 256, seed: int = 0,
+                      window: int | None = None, qk_norm: bool = False):
+    """`window`: sliding-window attention (Mistral); `qk_norm`: per-head RMSNorms of q and k
+    before rope (Qwen3), with (1 + weight) gains (Gemma 3)."""
     b = GraphBuilder(seq, seed)
     hd = d // heads
     b.weights["inv_freq"] = (1.0 / (10000 ** (np.arange(0, hd, 2) / hd))).astype(np.float32)
@@ -127,10 +136,14 @@ def llama_block_graph(seq: int = 16, *, layers: int = 1, d: int = 64, heads: int
         q = b.linear(x, f"{p}.q_proj", d, d, bias=False)
         k = b.linear(x, f"{p}.k_proj", d, kv_heads * hd, bias=False)
         v = b.linear(x, f"{p}.v_proj", d, kv_heads * hd, bias=False)
+        if qk_norm:
+            q = b.head_rms_norm(q, f"{p}.q_norm", hd)
+            k = b.head_rms_norm(k, f"{p}.k_norm", hd)
         q = b.op(g.RopeOp, [q], shape_of(q.type), heads=heads, head_dim=hd, inv_freq="inv_freq", scaling=1.0)
         k = b.op(g.RopeOp, [k], shape_of(k.type), heads=kv_heads, head_dim=hd, inv_freq="inv_freq", scaling=1.0)
+        extra = {} if window is None else {"window": window}
         a = b.op(g.AttentionOp, [q, k, v], (1, seq, d), heads=heads, kv_heads=kv_heads,
-                 head_dim=hd, scale=hd ** -0.5, causal=True, module=f"{p}.self_attn")
+                 head_dim=hd, scale=hd ** -0.5, causal=True, module=f"{p}.self_attn", **extra)
         h = b.binary(g.AddOp, h, b.linear(a, f"{p}.o_proj", d, d, bias=False))
         x = b.rms_norm(h, f"{p}.post_attention_layernorm")
         gate = b.linear(x, f"{p}.mlp.gate_proj", d, ff, bias=False)

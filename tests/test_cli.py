@@ -129,6 +129,17 @@ def test_bad_options(ckpt, tmp_path, args, needle):
     assert_clean_error(wsc("compile", ckpt, "-o", tmp_path / "o.wsc", *args), needle)
 
 
+def test_max_seq_beyond_a_learned_position_table(ckpt, tmp_path):
+    """GPT-2 embeds positions from a table of n_positions (128) rows: decode cannot go past
+    it, so a longer KV cache is refused while compiling, not when decode gets there."""
+    r = wsc("compile", ckpt, "-o", tmp_path / "o.wsc", "--target", "mesh:32x32", "--seq-len",
+            "16", "--max-seq", "200", "--compile-to", "kernel")
+    assert_clean_error(r, "--max-seq 200 is beyond the 128 positions", "transformer.wpe.weight",
+                       "--max-seq 128 or less")
+    assert r.returncode == 2  # a usage error
+    assert not (tmp_path / "o.wsc").exists()
+
+
 def test_bad_cli_usage_is_not_a_traceback():
     r = wsc("compile")
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -92,3 +92,17 @@ def test_a_cannon_loop_computed_in_bulk_equals_its_steps(monkeypatch, p, double_
     assert used, "the loop was not recognised"
     steps = run(False)
     np.testing.assert_allclose(bulk, steps, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("grid,chunk", [((2, 1), 0), ((3, 2), 0), ((4, 1), 6), ((2, 2), 8)])
+def test_sliding_window_attention_in_prefill_and_decode(grid, chunk):
+    """A window of 5: prefill (24 tokens, striped over rows, in chunks or not) and every
+    decode step see only the last 5 positions."""
+    check(lambda s: llama_block_graph(s, window=5), {"layers.0.self_attn": grid}, seq=24,
+          chunk=chunk, steps=3)
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (2, 2), (3, 1)])
+def test_per_head_qk_norms_inside_attention(grid):
+    """Qwen3's q/k RMSNorms run on the attention PEs, per head, before rope."""
+    check(lambda s: llama_block_graph(s, qk_norm=True), {"layers.0.self_attn": grid})

@@ -42,9 +42,10 @@ class UnsupportedOpError(WscError):
         super().__init__(
             msg,
             hint=hint
-            or "wsc lowers GPT-2, GPTBigCode, Llama and Qwen2 decoder blocks; "
-            "if this op is elementwise, add it to wsc.graph and its tile lowering, "
-            "otherwise file an issue with the model config",
+            or "wsc lowers decoders made of the ops it knows (embeddings, layer and RMS "
+            "norms, linear layers, causal or sliding-window attention, rotary embeddings, "
+            "elementwise maps); if this op is elementwise, add it to wsc.graph and its tile "
+            "lowering, otherwise file an issue with the model config",
         )
         self.op = op
         self.module_path = module_path

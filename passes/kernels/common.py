@@ -41,8 +41,11 @@ class LowerCtx:
     def chunks(self) -> int:
         return self.seq_len // (self.chunk or self.seq_len)
 
-    def matrix(self, name: str, transpose: bool = False):
-        """A weight as a 2-D float32 matrix (vectors become one row), read lazily."""
+    def matrix(self, name: str, transpose: bool = False, *, offset: float = 0.0,
+               repeat: int = 1):
+        """A weight as a 2-D float32 matrix (vectors become one row), read lazily; `offset`
+        is added to every element (a `1 + weight` gain) and the columns are repeated
+        `repeat` times (one head's gain for every head a PE holds)."""
 
         def read() -> np.ndarray:
             a = np.asarray(self.weights[name], dtype=np.float32)
@@ -50,7 +53,8 @@ class LowerCtx:
                 a = a[None, :]
             elif a.ndim > 2:
                 a = a.reshape(-1, a.shape[-1])
-            return np.ascontiguousarray(a.T if transpose else a)
+            a = np.tile(a.T if transpose else a, (1, repeat)) + np.float32(offset)
+            return np.ascontiguousarray(a)
 
         return read
 

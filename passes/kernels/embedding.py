@@ -14,6 +14,7 @@ Learned position embeddings (GPT-2's `wpe`) are a second table gathered by posit
 
 from __future__ import annotations
 
+from wsc.errors import UsageError
 from wsc.ir import tile as t
 from wsc.ir.kernel import EmbeddingKernel
 from wsc.ir.layout import REPLICATED, Layout, split_cols, split_rows
@@ -42,6 +43,16 @@ def grids(k: EmbeddingKernel, max_h: int, max_w: int) -> list[tuple[int, int]]:
     return [(r, c) for r in ladder(max_h, 4, 1.5) for c in ladder(min(D, max_w), 4, 1.5)]
 
 
+def check_positions(table: str, rows: int, max_seq: int) -> None:
+    """A learned position table has a row per position: decode cannot go past it."""
+    if max_seq > rows:
+        raise UsageError(
+            f"--max-seq {max_seq} is beyond the {rows} positions of the learned position "
+            f"table `{table}`",
+            hint=f"use --max-seq {rows} or less: decode would have no embedding for positions "
+                 f"{rows}..{max_seq - 1}")
+
+
 def lower(b: RegionBuilder, k: EmbeddingKernel, ctx: LowerCtx, phase: str) -> None:
     ids_lay, out_lay = layouts(k, b.grid, ctx, phase)
     D = out_lay.shape[1]
@@ -51,6 +62,8 @@ def lower(b: RegionBuilder, k: EmbeddingKernel, ctx: LowerCtx, phase: str) -> No
         if ref is None:
             continue
         rows = ctx.weights[ref].shape[0]
+        if sym == "pos_table":
+            check_positions(ref, rows, ctx.max_seq)
         tables.append(b.weight(sym, table_layout(rows, D, b.grid), ctx.dtype, ctx.matrix(ref)))
     ids = b.buffer("ids", ids_lay.tile, "i32", layout=ids_lay)
     b.recv(ids, ("input", 0))

@@ -7,8 +7,9 @@ every row of PEs (the grid is shared with prefill; rows beyond the first recompu
 
 Statistics accumulate in fp32; a mean square is the row dotted with itself, at the storage
 dtype's FMAC rate. RMSNorm rounds `x * rsqrt(mean square + eps)` back to the storage dtype
-before the gain, as Hugging Face's Llama and Qwen2 do; LayerNorm normalises in fp32. Without a
-fused epilogue the last op writes the output directly, rounding as it writes.
+before the gain, as Hugging Face's Llama and Qwen2 do; LayerNorm normalises in fp32. A gain
+offset (Gemma's `1 + weight`) is added to the stored gain when the weights are laid out.
+Without a fused epilogue the last op writes the output directly, rounding as it writes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def lower(b: RegionBuilder, k: NormKernel, ctx: LowerCtx, phase: str) -> None:
     lay, _ = layouts(k, b.grid, ctx, phase)
     D = lay.shape[1]
     vec = row_vector(lay, D)
-    gamma = b.weight("gamma", vec, ctx.dtype, ctx.matrix(k.gamma.data))
+    offset = k.gamma_offset.value.data if k.gamma_offset is not None else 0.0
+    gamma = b.weight("gamma", vec, ctx.dtype, ctx.matrix(k.gamma.data, offset=offset))
     beta = b.weight("beta", vec, ctx.dtype, ctx.matrix(k.beta.data)) if k.beta is not None else None
     x = b.buffer("x", lay.tile, ctx.dtype, layout=lay)
     b.recv(x, ("input", 0))
