@@ -67,6 +67,8 @@ class KernelOp(IRDLOperation):
     last_row = opt_prop_def(UnitAttr)
     fx = opt_prop_def(StringAttr)
     module = opt_prop_def(StringAttr)
+    # the stack of kernels sharing this kernel's PEs (plan.py folds layers), run in sequence
+    stack = opt_prop_def(StringAttr)
     epilogue = region_def("single_block")
 
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())

@@ -186,6 +186,10 @@ class RegionOp(TileOp):
     shape = prop_def(DenseArrayBase)  # (rows, cols)
     kernel = prop_def(StringAttr)  # kernel kind: linear, attention, norm, ...
     module = opt_prop_def(StringAttr)
+    # regions of one stack share their PEs (same origin and shape): their buffers lie at
+    # disjoint offsets and their programs run in sequence, time-multiplexed (DESIGN §4 as
+    # amended by layer folding, passes/plan.py)
+    stack = opt_prop_def(StringAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator(), IsolatedFromAbove(), SymbolOpInterface())
     assembly_format = "$sym_name attr-dict-with-keyword $body"
@@ -720,15 +724,23 @@ def verify_on_mesh(module: ModuleOp, width: int, height: int) -> None:
     """What the machine needs beyond each op's own invariants, checked when a program is
     loaded (an edited program with recomputed hashes passes every other check): buffers start
     at a non-negative offset, every region lies inside the `width` x `height` mesh, a region
-    sits in the same place in every program, and no two regions share a PE."""
+    sits in the same place in every program, and no two regions share a PE unless they are
+    one stack: the same rectangle, their buffers at disjoint offsets."""
     rects: dict[str, tuple[int, int, int, int]] = {}  # region -> (x, y, cols, rows)
+    stack_of: dict[str, str] = {}
+    spans: dict[str, list[tuple[int, int, str]]] = {}  # stack -> (lo, hi, region) of buffers
     for prog in programs(module).values():
         for region in prog.regions_():
             name = region.sym_name.data
+            if region.stack is not None:
+                stack_of[name] = region.stack.data
             for b in region.buffers():
                 if b.offset_bytes < 0:
                     raise VerifyException(f"region {name}: buffer {b.sym.data} has a negative "
                                           f"offset ({b.offset_bytes})")
+                if region.stack is not None and b.nbytes:
+                    spans.setdefault(region.stack.data, []).append(
+                        (b.offset_bytes, b.offset_bytes + b.nbytes, name))
             (x, y), (rows, cols) = get_ints(region.origin), region.grid
             if x < 0 or y < 0 or x + cols > width or y + rows > height:
                 raise VerifyException(f"region {name} ({rows}x{cols} PEs at x={x}, y={y}) lies "
@@ -741,5 +753,18 @@ def verify_on_mesh(module: ModuleOp, width: int, height: int) -> None:
         for b, (bx, by, bw, bh) in placed[i + 1:]:
             if bx >= ax + aw:
                 break
-            if by < ay + ah and ay < by + bh:
+            shared = a in stack_of and stack_of[a] == stack_of.get(b)
+            if shared and (ax, ay, aw, ah) != (bx, by, bw, bh):
+                raise VerifyException(f"regions {a} and {b} are one stack but placed on "
+                                      "different rectangles")
+            if by < ay + ah and ay < by + bh and not shared:
                 raise VerifyException(f"regions {a} and {b} are placed on the same PEs")
+    for stack, held in spans.items():
+        held.sort()
+        end, owner = 0, ""
+        for lo, hi, name in held:
+            if lo < end and name != owner:
+                raise VerifyException(f"stack {stack}: regions {owner} and {name} hold the same "
+                                      f"bytes of SRAM (offset {lo})")
+            if hi > end:
+                end, owner = hi, name

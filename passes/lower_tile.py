@@ -185,13 +185,25 @@ def lower_to_tile(kmodule: ModuleOp, ctx: LowerCtx, *, budget: int,
         width = kg.widths[kg.result]
         channels.append(_channel(LOGITS_CHANNEL, src, HOST, rows * width * DTYPE_BYTES[ctx.dtype], None))
         regions = []
+        base: dict[str, int] = {}  # stack -> where its next member's SRAM starts
         for k in kg.kernels:
             name = k.kernel_name
             b = build_region(k, k.grid_shape, ctx, phase, budget=budget, inputs=inputs[name],
                              outputs=outputs[name])
             for s in b.shards:
                 shards.setdefault(s.key, s)
-            regions.append(b.finish(origins[name]))
+            stack = k.stack.data if k.stack is not None else None
+            if stack is None:
+                regions.append(b.finish(origins[name]))
+                continue
+            # a member's share is what the planner sized (the larger phase), so its persistent
+            # buffers lie at the same offsets in both programs
+            share = k.sram_bytes.value.data if k.sram_bytes is not None else b.allocate()
+            if b.allocate() > share:
+                raise ValueError(f"kernel {name} needs {b.allocate()} bytes per PE in {phase}, "
+                                 f"more than the {share} its stack reserves")
+            regions.append(b.finish(origins[name], base=base.get(stack, 0), stack=stack))
+            base[stack] = base.get(stack, 0) + share
         block = Block([*regions, *channels])
         progs.append(t.ProgramOp.create(
             properties={"sym_name": StringAttr(phase), "phase": StringAttr(phase),

@@ -10,6 +10,15 @@ kernel group, the sum of PEs within the mesh's capacity, minimising the modeled 
 request — one prefill plus `plan_tokens` decode steps (kernels of a decoder run one after the
 other, so their times add). `strategy="min-pes"` instead takes the smallest feasible grid of
 every kernel: the baseline the optimiser is measured against.
+
+Layer folding (this amends DESIGN §4, one disjoint grid per kernel). A group's kernels — the
+same kernel of consecutive layers — may be stacked `fold` deep on one rectangle: the stack's
+PEs hold every member's buffers at disjoint offsets (so `fold` x a member's bytes must fit
+the budget) and run the members' programs one after the other (the simulator time-multiplexes
+them, scheduler.py). With one request the layers run in sequence anyway, so a stack costs
+decode nothing, and it lets each kernel spread over `fold` times more PEs: a GEMV's weights
+stream through more FMACs. The fold is chosen with the grid, per group, as the largest that
+fits SRAM (never above `fold` when the user caps it; `fold=1` is the disjoint plan).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 
 from wsc.errors import CapacityError
 from wsc.ir.attrs import ints, shape_of
@@ -89,10 +98,18 @@ class Group:
     feasible: list[Candidate] = field(default_factory=list)  # every candidate that fits
     candidates: list[Candidate] = field(default_factory=list)  # the Pareto-optimal ones
     choice: Candidate | None = None
+    fold: int = 1  # kernels per stack
+    folds: dict[tuple[int, int], int] = field(default_factory=dict)  # grid -> its fold
+
+    def stacks(self, c: Candidate) -> int:
+        """Rectangles the group needs with candidate `c`."""
+        return -(-len(self.kernels) // self.folds.get(c.grid, 1))
 
     def alternatives(self, plan_tokens: int, *, slack: float = 0.1, limit: int = 3) -> list[Candidate]:
         """Other grids about as good as the choice (placement may prefer their shape)."""
         c = self.choice
+        if self.fold > 1:
+            return []  # a stack's grid is what its members' SRAM was sized for
         t = _time(c, plan_tokens)  # type: ignore[arg-type]
         near = [a for a in self.feasible if a.grid != c.grid  # type: ignore[union-attr]
                 and a.pes <= c.pes * (1 + slack) and _time(a, plan_tokens) <= t * (1 + slack)]  # type: ignore[union-attr]
@@ -206,9 +223,11 @@ def shrink(k: KernelOp, grid: tuple[int, int], grids: list[tuple[int, int]],
     return (r, c)
 
 
-def pareto(cands: list[Candidate], plan_tokens: int = 128) -> list[Candidate]:
-    """Drop candidates that another one beats on both PEs and modeled time."""
-    cands = sorted(cands, key=lambda c: (c.pes, _time(c, plan_tokens)))
+def pareto(cands: list[Candidate], plan_tokens: int = 128,
+           stacks: Callable[[Candidate], int] = lambda c: 1) -> list[Candidate]:
+    """Drop candidates that another one beats on both PEs (`stacks(c)` rectangles of them)
+    and modeled time."""
+    cands = sorted(cands, key=lambda c: (stacks(c) * c.pes, _time(c, plan_tokens)))
     out, best = [], math.inf
     for c in cands:
         t = _time(c, plan_tokens)
@@ -236,7 +255,23 @@ def _does_not_fit(k: KernelOp, grids, sizing: Sizing) -> CapacityError:
 
 
 def min_pes(groups: list[Group]) -> int:
-    return sum(len(g.kernels) * g.candidates[0].pes for g in groups)
+    return sum(min(g.stacks(c) * c.pes for c in g.candidates) for g in groups)
+
+
+def fold_options(g: Group, budget: int, fold: int | None) -> None:
+    """Each feasible candidate's fold: the deepest stack of it that fits `budget` (at most
+    `fold`, when given); a candidate that cannot be stacked `fold` deep when `fold` is forced
+    is dropped."""
+    n = len(g.kernels)
+    keep = []
+    for c in g.feasible:
+        deepest = max(1, min(n, budget // max(1, c.sram_bytes)))
+        f = deepest if fold is None else min(fold, n)
+        if f > deepest:
+            continue
+        g.folds[c.grid] = f
+        keep.append(c)
+    g.feasible = keep
 
 
 def capacity(groups: list[Group], target: Target, fraction: float) -> int:
@@ -267,7 +302,7 @@ def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: 
         m.AddExactlyOne(row)
         xs.append(row)
         for x, c in zip(row, g.candidates):
-            pes.append(len(g.kernels) * c.pes * x)
+            pes.append(g.stacks(c) * c.pes * x)
             obj.append(int(round(len(g.kernels) * _time(c, plan_tokens) / scale)) * x)
     m.Add(sum(pes) <= capacity)
     m.Minimize(sum(obj))
@@ -289,8 +324,11 @@ def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: 
 
 def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, *,
          strategy: str = "latency", capacity_fraction: float = 0.7,
-         plan_tokens: int = 128) -> dict[str, Planned]:
-    """Choose every kernel's grid and record it (`grid`, `sram_bytes`) on the kernel op."""
+         plan_tokens: int = 128, fold: int | None = None) -> dict[str, Planned]:
+    """Choose every kernel's grid and fold and record them (`grid`, `sram_bytes`, `stack`) on
+    the kernel ops. `fold=None` lets the planner choose; `min-pes` never folds."""
+    if strategy == "min-pes":
+        fold = 1
     cost = CostModel(target)
     ctx = replace(ctx, cost=cost)
     kg = KernelGraph.of(kmodule)
@@ -308,7 +346,14 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, 
     for key, g in groups.items():
         g.feasible = candidates(g.kernels[0], sizings[key], cost, estimate,
                                 exhaustive=strategy == "latency")
-        g.candidates = pareto(g.feasible, plan_tokens)
+        fold_options(g, target.buffer_budget, fold)
+        if not g.feasible:
+            k = g.kernels[0]
+            raise CapacityError(
+                f"kernel {k.kernel_name} cannot be stacked {fold} deep: {fold} copies of it "
+                f"exceed {target.buffer_budget} bytes per PE on every grid",
+                hint="choose a smaller --fold, or leave it to the planner")
+        g.candidates = pareto(g.feasible, plan_tokens, g.stacks)
     glist = list(groups.values())
     cap = capacity(glist, target, capacity_fraction)
     if strategy == "latency":
@@ -318,10 +363,16 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, 
             g.choice = g.candidates[0]
     out: dict[str, Planned] = {}
     for g in glist:
+        g.fold = g.folds.get(g.choice.grid, 1)  # type: ignore[union-attr]
         alts = g.alternatives(plan_tokens) if strategy == "latency" else []
-        for k in g.kernels:
+        for i, k in enumerate(g.kernels):
             set_grid(k, g.choice)  # type: ignore[arg-type]
-            out[k.kernel_name] = Planned(g.choice, alts)  # type: ignore[arg-type]
+            stack = None
+            if g.fold > 1:  # consecutive layers share a stack, named after its first kernel
+                first = g.kernels[i - i % g.fold]
+                stack = first.kernel_name
+                k.properties["stack"] = StringAttr(stack)
+            out[k.kernel_name] = Planned(g.choice, alts, stack)  # type: ignore[arg-type]
     return out
 
 
@@ -331,6 +382,7 @@ class Planned:
 
     choice: Candidate
     alternatives: list[Candidate]
+    stack: str | None = None  # the stack the kernel shares its PEs with (named after its head)
 
     @property
     def shapes(self) -> tuple[tuple[int, int], ...]:

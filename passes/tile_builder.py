@@ -219,19 +219,21 @@ class RegionBuilder:
             end = max(end, b.op.offset_bytes + b.op.nbytes)
         return end
 
-    def allocate(self) -> int:
-        """Assign offsets; returns the bytes per PE the region needs."""
+    def allocate(self, base: int = 0) -> int:
+        """Assign offsets from `base` (where the region's share of a stack's SRAM starts);
+        returns the bytes per PE the region needs."""
         off = 0
         for persistent in (True, False):
             for b in self.bufs:
                 if b.persistent != persistent:
                     continue
-                b.op.properties["offset"] = _i(off)
+                b.op.properties["offset"] = _i(base + off)
                 off += -(-b.op.nbytes // t.ALIGN) * t.ALIGN
         return off
 
-    def finish(self, origin: tuple[int, int], fx: str = "") -> t.RegionOp:
-        self.allocate()
+    def finish(self, origin: tuple[int, int], fx: str = "", *, base: int = 0,
+               stack: str | None = None) -> t.RegionOp:
+        self.allocate(base)
         body = Block()
         for b in self.bufs:
             body.add_op(b.op)
@@ -244,6 +246,8 @@ class RegionBuilder:
         }
         if self.module_path:
             props["module"] = StringAttr(self.module_path)
+        if stack is not None:
+            props["stack"] = StringAttr(stack)
         return t.RegionOp.create(properties=props, regions=[Region(body)])
 
 

@@ -13,6 +13,14 @@ from wsc.machine.cost import CostModel
 
 
 @dataclass
+class Stack:
+    """PEs that several regions share (a folded stack of layers): one runs at a time."""
+
+    name: str
+    busy: float = 0.0  # until when a member's instruction occupies the PEs
+
+
+@dataclass
 class Frame:
     """One region during one program run."""
 
@@ -32,6 +40,17 @@ class Frame:
     # the critical path that ends at `clock`, by category: (compute, fabric, waiting); its
     # sum is always `clock`. A receive that had to wait adopts the sender's path.
     path: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    stack: Stack | None = None  # the PEs it shares with other regions, time-multiplexed
+
+    def turn(self, start: float) -> float:
+        """When an instruction that could start at `start` gets the PEs: after whatever the
+        stack's other members are running."""
+        return start if self.stack is None else max(start, self.stack.busy)
+
+    def hold(self) -> None:
+        """The PEs were this region's until its clock."""
+        if self.stack is not None:
+            self.stack.busy = max(self.stack.busy, self.clock)
 
     def advance(self, cycles: float, category: int) -> None:
         """Move the clock forward by `cycles` spent on `category` (0 compute, 1 fabric, 2 wait)."""

@@ -13,6 +13,10 @@ the compute that follows, and a message arrives at its send time plus its transf
 send into a full FIFO starts when the receiver frees a slot. Regions therefore overlap
 whenever the data and the FIFOs let them, and a program's latency is when its last result
 reaches the host.
+
+Regions of one stack (folded layers, passes/plan.py) share their PEs: an instruction of one
+member starts only once the stack's previous instruction has ended (`Frame.turn`/`hold`), so
+their programs are time-multiplexed and the sequencing is charged as waiting.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from xdsl.ir import SSAValue
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
 from wsc.runtime_sim.channels import Channel, deliver, endpoints, gather, take, transfer_cycles
-from wsc.runtime_sim.frame import Frame, Instr
+from wsc.runtime_sim.frame import Frame, Instr, Stack
 from wsc.runtime_sim.memory import Buffer, RegionMemory
 from wsc.runtime_sim import cannon, fabric  # fabric: registers the fabric ops
 from wsc.runtime_sim.ops import COMPILERS
@@ -142,6 +146,7 @@ class ProgramRun:
                 ch.host_messages = None if msgs is None else deque(np.asarray(m) for m in msgs)
             self.channels[name] = ch
         self.frames: dict[str, Frame] = {}
+        self.stacks: dict[str, Stack] = {}  # regions time-multiplexed on shared PEs
         self.waiting: dict[tuple[str, str], str] = {}  # (kind, channel) -> blocked region
         self.runnable: deque[str] = deque()
         self.outputs: dict[str, list[np.ndarray]] = {}
@@ -156,8 +161,11 @@ class ProgramRun:
         mem = self.memory.get(region.name)
         for b in region.buffers:
             bufs[b.result] = mem.bind(b) if self.functional else Buffer.declared(b)
+        stack = None
+        if region.op.stack is not None:
+            stack = self.stacks.setdefault(region.op.stack.data, Stack(region.op.stack.data))
         return Frame(region.name, region.op.kernel.data, region.grid, bufs, self.cost, self.pos0,
-                     self.functional)
+                     self.functional, stack=stack)
 
     def _event(self, fr: Frame, ins: Instr, cat: str, start: float, end: float) -> None:
         if self.trace and end > start:
@@ -217,6 +225,7 @@ class ProgramRun:
             if b.ready > before[0]:
                 b.ready += n * d_clock
         fr.clock += n * d_clock
+        fr.hold()
 
     def _ready(self, fr: Frame, ins: Instr) -> float:
         ready = fr.clock
@@ -225,8 +234,8 @@ class ProgramRun:
         return ready
 
     def _step(self, fr: Frame, ins: Instr) -> None:
-        start = self._ready(fr, ins)
-        fr.advance(start - fr.clock, 2)  # an asynchronous transfer was not hidden
+        start = fr.turn(self._ready(fr, ins))
+        fr.advance(start - fr.clock, 2)  # an asynchronous transfer was not hidden, or a stack
         if fr.functional and ins is not fr.deferred:
             if not ins.lazy:
                 fr.prepare(ins)
@@ -245,6 +254,7 @@ class ProgramRun:
         else:
             fr.advance(cycles, 1 if ins.kind == "fabric" else 0)
             self._event(fr, ins, ins.kind, start, fr.clock)
+        fr.hold()
         if self.check_finite and ins.computes and ins is not fr.deferred:
             for w in ins.writes:
                 self._finite(fr, ins, fr.buf(w))
@@ -306,10 +316,12 @@ class ProgramRun:
             fr.claim(fr.buf(ins.writes[0]))
             take(fr, ins, n, ch.dst.depth)  # type: ignore[union-attr]
             fr.wrote(ins)
+        fr.advance(fr.turn(fr.clock) - fr.clock, 2)
         copy_start = fr.clock
         dst = fr.buf(ins.writes[0])
         fr.advance(self.cost.elementwise(math.prod(dst.dims), dst.dtype, reads=1,
                                          out_dtype=dst.dtype), 1)
+        fr.hold()
         self._event(fr, ins, "fabric", copy_start, fr.clock)
         ch.taken += 1
         ch.freed[n] = fr.clock
@@ -320,11 +332,12 @@ class ProgramRun:
         ch = self.channels[ins.channel]
         b = fr.buf(ins.reads[0])
         if ch.dst is None:  # to the host: one lane per row of PEs, to the wafer's edge I/O
-            start = self._ready(fr, ins)
+            start = fr.turn(self._ready(fr, ins))
             fr.advance(start - fr.clock, 2)
             if fr.functional:
                 self.outputs.setdefault(ch.name, []).append(gather(fr, b))
             fr.advance(self.cost.stream(ch.op.nbytes.value.data, 0, lanes=fr.grid[0]), 1)
+            fr.hold()
             self._event(fr, ins, "send", start, fr.clock)
             if fr.clock >= self.output_time:
                 self.output_time, self.output_path = fr.clock, fr.path
@@ -332,7 +345,7 @@ class ProgramRun:
         n = ch.sent
         while ch.slot_free_at(n) is None:  # back-pressure: every FIFO slot is full
             yield Blocked("send", ch.name, ins)
-        start = max(self._ready(fr, ins), ch.slot_free_at(n))  # type: ignore[type-var]
+        start = fr.turn(max(self._ready(fr, ins), ch.slot_free_at(n)))  # type: ignore[type-var]
         fr.advance(start - fr.clock, 2)
         if fr.functional:
             dst = ch.dst
@@ -340,6 +353,7 @@ class ProgramRun:
         total, body = transfer_cycles(self.cost, ch.op, ch.dst, fr.grid)
         path = (fr.path[0], fr.path[1] + total, fr.path[2])
         fr.advance(body, 1)  # the sender streams the data out
+        fr.hold()
         self._event(fr, ins, "send", start, fr.clock)
         ch.arrivals.append((start + total, path))
         ch.sent += 1

@@ -94,6 +94,8 @@ def compile_cmd(
     place_time: float = typer.Option(20.0, help="Placement time limit in seconds (deterministic)."),
     phase: str = typer.Option("both", help="Programs to emit: prefill, decode or both."),
     plan: str = typer.Option("latency", help="Grid planner: latency (optimise) or min-pes (smallest grids that fit)."),
+    fold: int = typer.Option(0, help="Layers stacked on one rectangle of PEs at most (0: the planner chooses; 1: every kernel on its own PEs)."),
+    accumulate: str = typer.Option("fp32", help="Linear layers' accumulators: fp32, or fp16 (fp16 FMACs, as WaferLLM)."),
     prefill_chunk: int = typer.Option(0, help="Prefill tokens per pipelined chunk (must divide --seq-len; 0: auto)."),
     mesh_fraction: float = typer.Option(0.7, help="Share of the mesh the planner may give kernels (the rest lets placement pack)."),
     prefill_logits: str = typer.Option("all", help="Prefill logits for every position (all) or only the last, as serving needs (last)."),
@@ -111,7 +113,8 @@ def compile_cmd(
             checkpoint=checkpoint, output=output, target=target, dtype=dtype, seq_len=seq_len,
             max_seq=max_seq, compile_to=compile_to, attn_implementation=attn_impl,
             config=config, no_weights=no_weights or config is not None, place_time=place_time,
-            phase=phase, plan=plan, prefill_chunk=prefill_chunk, mesh_fraction=mesh_fraction,
+            phase=phase, plan=plan, fold=fold, accumulate=accumulate,
+            prefill_chunk=prefill_chunk, mesh_fraction=mesh_fraction,
             prefill_logits=prefill_logits,
             print_ir_after_all=print_ir_after_all, dump_ir_to=dump_ir_to, report=report,
         )

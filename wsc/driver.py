@@ -55,6 +55,8 @@ class CompileOptions:
     no_weights: bool = False
     place_time: float = 20.0
     plan: str = "latency"  # or "min-pes": the smallest grid that fits, per kernel
+    fold: int = 0  # layers stacked on one rectangle at most; 0: the planner chooses, 1: disjoint
+    accumulate: str = "fp32"  # linear layers' accumulators: fp32, or fp16 (as WaferLLM does)
     prefill_chunk: int = 0  # prefill tokens per pipelined chunk; 0 = auto
     mesh_fraction: float = 0.7  # share of the mesh's PEs the planner may hand to kernels
     prefill_logits: str = "all"  # or "last": prefill computes only the last position's logits
@@ -86,6 +88,13 @@ class CompileOptions:
             raise UsageError(f"--mesh-fraction must be in (0, 1], got {self.mesh_fraction}")
         if self.phase not in ("both", "prefill", "decode"):
             raise UsageError(f"unknown --phase {self.phase!r}", hint="use prefill, decode or both")
+        if self.fold < 0:
+            raise UsageError(f"--fold must be 0 (the planner chooses) or a positive number of "
+                             f"layers per stack, got {self.fold}")
+        acc = DTYPE_ALIASES.get(self.accumulate)
+        if acc not in ("f32", "f16"):
+            raise UsageError(f"unknown --accumulate {self.accumulate!r}", hint="use fp32 or fp16")
+        self.accumulate = acc
         if self.plan not in ("latency", "min-pes"):
             raise UsageError(f"unknown --plan {self.plan!r}", hint="use latency or min-pes")
         if self.prefill_chunk < 0 or (self.prefill_chunk and self.seq_len % self.prefill_chunk):
@@ -207,7 +216,7 @@ class Pipeline:
         max_seq = o.max_seq or min(_context_length(loaded.config), max(o.seq_len, 2048))
         max_seq = max(max_seq, o.seq_len)
         ctx = LowerCtx(o.dtype, o.seq_len, max_seq, imported.weights, o.prefill_chunk,
-                       cost=CostModel(t))
+                       cost=CostModel(t), accumulate=o.accumulate)
         kmodule = self.stage("partition", partition, graph)
         kmodule.attributes[SRAM_BUDGET_ATTR] = IntegerAttr(t.buffer_budget, i64)
         if o.prefill_logits == "last":
@@ -216,7 +225,7 @@ class Pipeline:
         fraction = o.mesh_fraction
         for attempt in range(PLACE_ATTEMPTS):
             planned = self.stage("plan", plan, kmodule, ctx, t, estimate_region, strategy=o.plan,
-                                 capacity_fraction=fraction)
+                                 capacity_fraction=fraction, fold=o.fold or None)
             kmodule.verify()
             self.dump("plan", kmodule)
             if r := self.stop("kernel", kmodule):
@@ -232,9 +241,10 @@ class Pipeline:
                 self.progress(f"placement found no room; replanning for {fraction:.0%} of the mesh")
         choices = {}
         for k in _kernels(kmodule):  # placement may have picked an alternative grid
-            choices[k.kernel_name] = planned[k.kernel_name].pick(placement.shapes[k.kernel_name])
-            set_grid(k, choices[k.kernel_name])
-            k.properties["origin"] = ints(placement.origins[k.kernel_name])
+            n = k.kernel_name
+            choices[n] = planned[n].pick(placement.shapes[n])
+            set_grid(k, choices[n])
+            k.properties["origin"] = ints(placement.origins[n])
         kmodule.verify()
         self.dump("place", kmodule)
         if r := self.stop("placed", kmodule):
@@ -252,10 +262,13 @@ class Pipeline:
         if r := self.stop("tile", tmodule):
             return r
 
-        pes = sum(c.grid[0] * c.grid[1] for c in choices.values())
+        rects = {planned[n].stack or n: c.pes for n, c in choices.items()}  # a stack counts once
+        pes = sum(rects.values())
         manifest = self.manifest(loaded, max_seq, pes)
         log = {"stages": [{"name": s.name, **s.stats} for s in self.stages],
-               "kernels": {n: c.summary() for n, c in choices.items()},
+               "kernels": {n: {**c.summary(), **({"stack": planned[n].stack}
+                                                 if planned[n].stack else {})}
+                           for n, c in choices.items()},
                "placement": {k: v for k, v in placement.json.get("stats", {}).items()}}
         self.stage("emit", self.emit, tmodule, None if o.no_weights else shards, placement,
                    manifest, log)
@@ -314,7 +327,8 @@ class Pipeline:
             pes_used=pes,
             options={"target": o.target, "dtype": o.dtype, "seq_len": o.seq_len,
                      "max_seq": max_seq, "attn_implementation": o.attn_implementation,
-                     "place_time": o.place_time, "plan": o.plan,
+                     "place_time": o.place_time, "plan": o.plan, "fold": o.fold,
+                     "accumulate": o.accumulate,
                      "prefill_chunk": o.prefill_chunk, "prefill_logits": o.prefill_logits,
                      "phase": o.phase, "mesh_fraction": o.mesh_fraction},
         )
@@ -389,8 +403,13 @@ def place_kernels(kmodule: ModuleOp, planned: dict, ctx, target: Target, time_li
     from wsc.placement import EdgeSpec, KernelSpec, place
 
     kg = KernelGraph.of(kmodule)
-    specs = []
+    # one rectangle per stack (plan.py): it is placed as its first kernel, a block of its own
+    rect = {k.kernel_name: planned[k.kernel_name].stack or k.kernel_name for k in kg.kernels}
+    specs, members = [], {}
     for k in kg.kernels:
+        members.setdefault(rect[k.kernel_name], []).append(k.kernel_name)
+        if rect[k.kernel_name] != k.kernel_name:
+            continue
         module = k.source[1]
         m = _BLOCK.search(module + ".")
         block = int(m[1]) if m else None
@@ -399,23 +418,32 @@ def place_kernels(kmodule: ModuleOp, planned: dict, ctx, target: Target, time_li
         specs.append(KernelSpec(k.kernel_name, k.KIND, planned[k.kernel_name].shapes, block, role))
     merged: dict[tuple[str, str, int], int] = {}
     for e in kg.edges:
-        if e.src == HOST:
-            continue
-        key = (e.src, e.dst, e.output)
+        if e.src == HOST or rect[e.src] == rect[e.dst]:
+            continue  # within a stack, a result stays on its PEs
+        key = (rect[e.src], rect[e.dst], e.output)
         merged[key] = merged.get(key, 0) + edge_bytes(e, kg, ctx.seq_len, ctx.dtype)
     edges = [EdgeSpec(s, d, b, tensor=str(out)) for (s, d, out), b in merged.items()]
     result = place(specs, edges, width=target.usable_width, height=target.usable_height,
                    time_limit=time_limit, colors=target.colors)
     js = result.to_json()
-    origins = {n: tuple(k["origin"]) for n, k in js["kernels"].items()}
-    shapes = {n: tuple(k["shape"]) for n, k in js["kernels"].items()}
-    routes = {}
+    stacks = {s: ms for s, ms in members.items() if len(ms) > 1}
+    if stacks:
+        js["stacks"] = stacks
+    origins = {n: tuple(js["kernels"][rect[n]]["origin"]) for n in rect}
+    shapes = {n: tuple(js["kernels"][rect[n]]["shape"]) for n in rect}
+    by_rects = {}
     for e in js["edges"]:
         s, d = e["src"], e["dst"]
         lanes = min(shapes[s][0], shapes[d][0])
         load = e.get("max_link_load_bytes") or e["bytes"]
-        routes[(s, d)] = Route(e["hops"], lanes, load / max(1, e["bytes"]), e.get("color"),
-                               e.get("order", ""))
+        by_rects[(s, d)] = Route(e["hops"], lanes, load / max(1, e["bytes"]), e.get("color"),
+                                 e.get("order", ""))
+    routes = {}
+    for e in kg.edges:
+        if e.src != HOST:
+            a, b = rect[e.src], rect[e.dst]
+            # within a stack: no hops, the receiver's rows as lanes
+            routes[(e.src, e.dst)] = by_rects.get((a, b), Route(0, shapes[e.dst][0]))
     return Placed(origins, shapes, routes, js)
 
 
