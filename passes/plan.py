@@ -368,9 +368,9 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, 
         for i, k in enumerate(g.kernels):
             set_grid(k, g.choice)  # type: ignore[arg-type]
             stack = None
-            if g.fold > 1:  # consecutive layers share a stack, named after its first kernel
-                first = g.kernels[i - i % g.fold]
-                stack = first.kernel_name
+            head = i - i % g.fold  # consecutive layers share a stack, named after its first
+            if len(g.kernels[head:head + g.fold]) > 1:
+                stack = g.kernels[head].kernel_name
                 k.properties["stack"] = StringAttr(stack)
             out[k.kernel_name] = Planned(g.choice, alts, stack)  # type: ignore[arg-type]
     return out

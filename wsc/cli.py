@@ -94,7 +94,7 @@ def compile_cmd(
     place_time: float = typer.Option(20.0, help="Placement time limit in seconds (deterministic)."),
     phase: str = typer.Option("both", help="Programs to emit: prefill, decode or both."),
     plan: str = typer.Option("latency", help="Grid planner: latency (optimise) or min-pes (smallest grids that fit)."),
-    fold: int = typer.Option(0, help="Layers stacked on one rectangle of PEs at most (0: the planner chooses; 1: every kernel on its own PEs)."),
+    fold: int = typer.Option(1, help="Kernels of consecutive layers stacked on one rectangle of PEs, at most (1: every kernel on its own PEs; 0: the deepest stack that fits SRAM)."),
     accumulate: str = typer.Option("fp32", help="Linear layers' accumulators: fp32, or fp16 (fp16 FMACs, as WaferLLM)."),
     prefill_chunk: int = typer.Option(0, help="Prefill tokens per pipelined chunk (must divide --seq-len; 0: auto)."),
     mesh_fraction: float = typer.Option(0.7, help="Share of the mesh the planner may give kernels (the rest lets placement pack)."),
