@@ -87,3 +87,23 @@ def test_fold_is_checked():
     with pytest.raises(UsageError, match="--fold"):
         CompileOptions(checkpoint=None, output="x.wsc", config="c.json", no_weights=True,
                        fold=-1).validate()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_fp16_accumulation_stays_within_the_fp16_tolerances(tmp_path, arch):
+    """--accumulate fp16 (fp16 FMACs, as WaferLLM): fp16 storage tolerances still hold, and
+    the accumulators really are fp16 (the logits differ from fp32 accumulation)."""
+    ckpt = make_checkpoint(arch, tmp_path / arch, layers=2)
+    ids = np.random.default_rng(4).integers(0, 256, 16)
+    ref = reference_logits(ckpt, ids)
+    got = {}
+    for acc in ("fp32", "fp16"):
+        out = tmp_path / f"{acc}.wsc"
+        Pipeline(CompileOptions(checkpoint=ckpt, output=out, target="mesh:32x32", dtype="fp16",
+                                seq_len=16, max_seq=24, accumulate=acc, place_time=2.0)).run()
+        got[acc], _ = Simulator.open(out).prefill(ids)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["options"]["accumulate"] == {"fp32": "f32", "fp16": "f16"}[acc]
+    agree = compare(got["fp16"], ref)
+    assert agree.rel_l2_err <= 1e-2 and agree.top1_agree >= 0.95, agree
+    assert not np.array_equal(got["fp16"], got["fp32"])
