@@ -336,6 +336,7 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, 
     groups: dict[tuple, Group] = {}
     sizings: dict[tuple, Sizing] = {}
     for k in kg.kernels:
+        k.properties.pop("stack", None)  # a replan (placement found no room) starts afresh
         name = k.kernel_name
         ins = {phase: inputs[phase][name] for phase in PHASES}
         # kernels alike but for how deep their FIFOs are size their SRAM apart

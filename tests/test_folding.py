@@ -107,3 +107,26 @@ def test_fp16_accumulation_stays_within_the_fp16_tolerances(tmp_path, arch):
     agree = compare(got["fp16"], ref)
     assert agree.rel_l2_err <= 1e-2 and agree.top1_agree >= 0.95, agree
     assert not np.array_equal(got["fp16"], got["fp32"])
+
+
+def test_a_replan_forgets_the_previous_stacks(tmp_path, monkeypatch):
+    """The driver replans with less of the mesh when placement finds no room: stacks of the
+    first plan must not survive into the second (they sized SRAM for other grids)."""
+    import wsc.passes.plan as planmod
+    from wsc.ir.kernel import KernelOp
+
+    ckpt = make_checkpoint("llama", tmp_path / "l", layers=4)
+    seen = []
+    real = planmod.plan
+
+    def twice(kmodule, ctx, target, estimate, **kw):
+        real(kmodule, ctx, target, estimate, **kw)  # the plan placement could not place
+        out = real(kmodule, ctx, target, estimate, **{**kw, "fold": 1})
+        seen.extend(op for op in kmodule.walk() if isinstance(op, KernelOp))
+        return out
+
+    monkeypatch.setattr(planmod, "plan", twice)
+    Pipeline(CompileOptions(checkpoint=ckpt, output=tmp_path / "k.mlir", target="mesh:32x32",
+                            dtype="fp32", seq_len=16, max_seq=32, fold=2,
+                            compile_to="kernel")).run()
+    assert seen and all(k.stack is None for k in seen)
