@@ -144,7 +144,7 @@ def deliver(ch: Channel, fifo: Buffer, g: np.ndarray, n: int) -> None:
             f"channel {ch.name} carries {tuple(g.shape)}, region {dst.region} expects "  # type: ignore[union-attr]
             f"{dst.layout.shape}")  # type: ignore[union-attr]
     fifo.view[:, :, n % dst.depth] = dst.layout.scatter(g.astype(fifo.view.dtype))  # type: ignore[union-attr]
-    fifo.home.version += 1
+    fifo.home.touch()
 
 
 def take(fr: Frame, ins: Instr, n: int, depth: int) -> None:

@@ -73,7 +73,7 @@ class Frame:
 
     def wrote(self, ins: Instr) -> None:
         for v in ins.writes:
-            self.bufs[v].home.version += 1
+            self.bufs[v].home.touch()
 
     def layout(self, v: SSAValue) -> Layout:
         lay = self.bufs[v].layout
