@@ -112,3 +112,26 @@ def add_into(fr: Frame, loop: CannonLoop, blocks: np.ndarray) -> None:
     fr.claim(acc)
     acc.view[...] = acc.view + blocks
     acc.home.touch()
+
+
+def warm(programs, memory) -> None:
+    """At load: gather and convert the weights that recognised Cannon loops multiply (what
+    their first run would otherwise do; `global_f32` keeps them until they are written)."""
+    for prog in programs.values():
+        for region in prog.regions:
+            decls = {b.result: b for b in region.buffers}
+            for loop in _loops(region.instrs):
+                op = decls.get(loop.cannon.w)
+                if op is None or op.weight is None or op.layout is None:
+                    continue
+                lay, (R, C) = op.layout.data, region.grid
+                if R == C and lay == Layout(lay.shape, (R, R), skewed(R), split_cols(R)):
+                    global_f32(memory[region.name].bind(op))
+
+
+def _loops(instrs: list[Instr]):
+    for ins in instrs:
+        if ins.kind == "loop":
+            if ins.cannon is not None:
+                yield ins
+            yield from _loops(ins.body)

@@ -281,8 +281,10 @@ def compile_gather(op: t.GatherOp) -> Instr:
         idx = ib.view[..., 0].astype(np.int64)  # [R, C, tq]
         local = idx - first
         hit = (local >= 0) & (local < tv) & (idx < lay.shape[0])
-        got = np.take_along_axis(tb.f32(), np.clip(local, 0, tv - 1)[..., None], axis=2)
-        got = np.where(hit[..., None], got, np.float32(0))
+        # the rows read, as stored, then converted (not the whole table: it is the largest
+        # buffer of the model)
+        got = np.take_along_axis(tb.contents(), np.clip(local, 0, tv - 1)[..., None], axis=2)
+        got = np.where(hit[..., None], got.astype(np.float32), np.float32(0))
         ob.store(ob.f32() + got if acc else got)
 
     def cycles(fr: Frame) -> float:
