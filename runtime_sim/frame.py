@@ -100,3 +100,4 @@ class Instr:
     lazy: bool = False  # the op handles lazily moved operands itself (memory.py)
     computes: bool = True  # it can make a NaN/Inf (moving data cannot)
     cannon: object = None  # a loop that is a Cannon GEMM (cannon.py)
+    ring: object = None  # a loop that is a prefill attention ring (ring.py)

@@ -30,7 +30,7 @@ from wsc.ir import tile as t
 from wsc.runtime_sim.channels import Channel, deliver, endpoints, gather, take, transfer_cycles
 from wsc.runtime_sim.frame import Frame, Instr
 from wsc.runtime_sim.memory import Buffer, RegionMemory
-from wsc.runtime_sim import cannon, fabric  # fabric: registers the fabric ops
+from wsc.runtime_sim import cannon, fabric, ring  # fabric: registers the fabric ops
 from wsc.runtime_sim.ops import COMPILERS
 from wsc.machine.cost import CostModel
 
@@ -44,7 +44,8 @@ def compile_ops(ops) -> list[Instr]:
             body = compile_ops(op.body.block.ops)
             count = op.count.value.data
             out.append(Instr(op, "loop", lambda fr: None, lambda fr: 0.0, body=body,
-                             count=count, cannon=cannon.recognize(body, count)))
+                             count=count, cannon=cannon.recognize(body, count),
+                             ring=ring.recognize(body, count)))
             continue
         compiler = COMPILERS.get(type(op))
         if compiler is None:
@@ -190,12 +191,19 @@ class ProgramRun:
         if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
             blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
             fr.deferred = ins.cannon.matmul
-            for _ in range(count):
-                yield from self._exec(fr, ins.body)
+            yield from self._bookkeeping_steps(fr, ins)
             fr.deferred = None
             cannon.add_into(fr, ins.cannon, blocks)
             if self.check_finite:
                 self._finite(fr, ins.cannon.matmul, fr.buf(ins.cannon.acc))
+            return
+        if fr.functional and ins.ring is not None and ring.applies(fr, ins.ring):
+            with np.errstate(all="ignore"):  # as in _step: NaN/Inf is checked, not warned
+                state = ring.compute(fr, ins.ring, count, self.check_finite)
+            fr.deferred = ins.ring.attend  # the steps still run, for time and moves
+            yield from self._bookkeeping_steps(fr, ins)
+            fr.deferred = None
+            ring.finish(fr, ins.ring, count, state)
             return
         if not shortcut:
             for _ in range(count):
@@ -217,6 +225,36 @@ class ProgramRun:
             if b.ready > before[0]:
                 b.ready += n * d_clock
         fr.clock += n * d_clock
+
+    def _bookkeeping_steps(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
+        """The steps of a loop whose data is computed in bulk (cannon.py, ring.py): what is
+        left of them is timing and lazy moves (shifts add to a buffer's rotation, swaps trade
+        storages), the same every period of two iterations once the loop is in steady state.
+        That is checked, not assumed: after the first few iterations two periods run, and if
+        they changed the clocks, every buffer's rotation and ready time by exactly the same
+        amounts and left every buffer on the same storage, every remaining period would do
+        the same again (each op's effect is a fixed shift of a value another op left), so
+        the rest is added in one step. Otherwise, or with a trace, every step runs."""
+        count, body = ins.count, ins.body
+        done = 0
+        if (not self.trace and count >= self.STEADY + 6
+                and all(i.kind not in ("recv", "send", "loop", "advance") for i in body)):
+            warm = self.STEADY + (count - self.STEADY) % 2  # leaves an even number of steps
+            for _ in range(warm):
+                yield from self._exec(fr, body)
+            snaps = [_snapshot(fr)]
+            for _ in range(2):
+                for _ in range(2):
+                    yield from self._exec(fr, body)
+                snaps.append(_snapshot(fr))
+            done = warm + 4
+            period = _period(snaps[0], snaps[1], fr.grid)
+            if period is not None and period == _period(snaps[1], snaps[2], fr.grid):
+                n = (count - done) // 2
+                _advance_periods(fr, period, n)
+                done += 2 * n
+        for _ in range(count - done):
+            yield from self._exec(fr, body)
 
     def _ready(self, fr: Frame, ins: Instr) -> float:
         ready = fr.clock
@@ -415,7 +453,7 @@ class ProgramRun:
     def _check_persistent(self, frames: dict[str, Frame]) -> None:
         for fr in frames.values():
             for b in fr.bufs.values():
-                if b.persistent and self.functional:  # the next run reads its SRAM
+                if b.persistent and self.functional and b.lazy:  # the next run reads its SRAM
                     fr.claim(b)
                 if b.persistent and (b.rot != (0, 0) or b.offset != b.declared_offset):
                     raise SimulationError(
@@ -423,6 +461,39 @@ class ProgramRun:
                         f"{'rotated by ' + str(b.rot) if b.rot != (0, 0) else 'swapped out of its home'}"
                         ": the next run would see scrambled data"
                     )
+
+
+def _snapshot(fr: Frame):
+    return (fr.clock, fr.path, fr.compute, fr.fabric, fr.waiting,
+            [(b.home, b.src, b.perm, b.rot, b.ready) for b in fr.bufs.values()])
+
+
+def _period(a, b, grid: tuple[int, int]):
+    """What happened between two snapshots, or None if some buffer changed storage."""
+    R, C = grid
+    moves = []
+    for x, y in zip(a[5], b[5]):
+        if x[0] is not y[0] or x[1] is not y[1]:
+            return None
+        moves.append(((y[2][0] - x[2][0]) % R, (y[2][1] - x[2][1]) % C,
+                      (y[3][0] - x[3][0]) % R, (y[3][1] - x[3][1]) % C, y[4] - x[4]))
+    return (b[0] - a[0], tuple(p - q for p, q in zip(b[1], a[1])), b[2] - a[2], b[3] - a[3],
+            b[4] - a[4], tuple(moves))
+
+
+def _advance_periods(fr: Frame, period, n: int) -> None:
+    """Apply `n` more periods of what `_period` measured."""
+    d_clock, d_path, d_compute, d_fabric, d_waiting, moves = period
+    R, C = fr.grid
+    fr.clock += n * d_clock
+    fr.path = tuple(p + n * d for p, d in zip(fr.path, d_path))  # type: ignore[assignment]
+    fr.compute += n * d_compute
+    fr.fabric += n * d_fabric
+    fr.waiting += n * d_waiting
+    for b, (p0, p1, r0, r1, d_ready) in zip(fr.bufs.values(), moves):
+        b.perm = ((b.perm[0] + n * p0) % R, (b.perm[1] + n * p1) % C)
+        b.rot = ((b.rot[0] + n * r0) % R, (b.rot[1] + n * r1) % C)
+        b.ready += n * d_ready
 
 
 def estimate_region(region: t.RegionOp, cost: CostModel, pos0: int = 0, *,
