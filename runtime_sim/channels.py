@@ -122,6 +122,8 @@ def gather(fr: Frame, b: Buffer) -> np.ndarray:
     g = b.layout.gather(held, b.rot)
     if b.layout.replicated:
         again = b.layout.scatter(g, b.rot)
+        if (again == held).all():  # the usual case, decided in one pass
+            return g
         valid = b.layout.valid_mask(b.rot)
         same = (again == held) | ~valid | (np.isnan(again) & np.isnan(held))
         if not same.all():

@@ -101,3 +101,4 @@ class Instr:
     computes: bool = True  # it can make a NaN/Inf (moving data cannot)
     cannon: object = None  # a loop that is a Cannon GEMM (cannon.py)
     ring: object = None  # a loop that is a prefill attention ring (ring.py)
+    gemv: object = None  # a matmul that, with the all-reduce after it, is a GEMV (gemv.py)

@@ -84,6 +84,27 @@ def roll2(a: np.ndarray, perm: tuple[int, int]) -> np.ndarray:
     return np.roll(a, perm, axis=(0, 1))
 
 
+@dataclass(frozen=True)
+class Decl:
+    """What a `wsc.tile.buffer` op declares, read out of the IR once (at load, not per run)."""
+
+    name: str
+    dims: tuple[int, ...]
+    dtype: str
+    layout: Layout | None
+    persistent: bool
+    offset: int
+    nbytes: int
+
+    @classmethod
+    def of(cls, op: BufferOp | Decl) -> Decl:
+        if isinstance(op, Decl):
+            return op
+        return cls(op.sym.data, op.dims, op.dtype_str,
+                   op.layout.data if op.layout is not None else None,
+                   op.persistent is not None, op.offset_bytes, op.nbytes)
+
+
 @dataclass
 class Buffer:
     """Run-time state of one buffer handle of a region."""
@@ -106,13 +127,12 @@ class Buffer:
             self.src = self.home
 
     @classmethod
-    def declared(cls, op: BufferOp, storage: Storage | None = None) -> Buffer:
+    def declared(cls, op: BufferOp | Decl, storage: Storage | None = None) -> Buffer:
         """The handle a `wsc.tile.buffer` declares (its storage is empty when only estimating)."""
+        d = Decl.of(op)
         return cls(
-            name=op.sym.data, dims=op.dims, dtype=op.dtype_str,
-            layout=op.layout.data if op.layout is not None else None,
-            persistent=op.persistent is not None, declared_offset=op.offset_bytes,
-            home=storage or Storage(op.offset_bytes, None, None),
+            name=d.name, dims=d.dims, dtype=d.dtype, layout=d.layout, persistent=d.persistent,
+            declared_offset=d.offset, home=storage or Storage(d.offset, None, None),
         )
 
     @property
@@ -208,24 +228,25 @@ class RegionMemory:
         r, c = self.grid
         self.sram = np.zeros((r, c, -(-nbytes // 8) * 8 or 8), dtype=np.uint8)
 
-    def bind(self, op: BufferOp) -> Buffer:
+    def bind(self, op: BufferOp | Decl) -> Buffer:
         """A handle on the buffer's bytes; the same bytes keep the same storage across runs,
         so that a weight's cached fp32 conversion outlives one decode step."""
-        off, n = op.offset_bytes, op.nbytes
+        d = Decl.of(op)
+        off, n = d.offset, d.nbytes
         if off < 0 or off + n > self.budget:
             raise SimulationError(
-                f"SRAM overflow in region {self.name}: buffer {op.sym.data} occupies bytes "
+                f"SRAM overflow in region {self.name}: buffer {d.name} occupies bytes "
                 f"[{off}, {off + n}) of a PE with {self.budget} bytes for buffers"
             )
-        key = (off, op.dtype_str, op.dims)
+        key = (off, d.dtype, d.dims)
         if key not in self.storages:
             raw = self.sram[:, :, off : off + n]
-            view = raw.view(NP_DTYPES[op.dtype_str])
-            view.shape = (*self.grid, *op.dims)  # never copies: raises if it would have to
+            view = raw.view(NP_DTYPES[d.dtype])
+            view.shape = (*self.grid, *d.dims)  # never copies: raises if it would have to
             new = Storage(off, view, raw, n)
             for other in self.storages.values():
                 if other.offset < off + n and off < other.offset + other.nbytes:
                     other.aliases.append(new)
                     new.aliases.append(other)
             self.storages[key] = new
-        return Buffer.declared(op, self.storages[key])
+        return Buffer.declared(d, self.storages[key])

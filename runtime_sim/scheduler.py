@@ -27,10 +27,12 @@ from xdsl.ir import SSAValue
 
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
-from wsc.runtime_sim.channels import Channel, deliver, endpoints, gather, take, transfer_cycles
+from wsc.runtime_sim.channels import (
+    Channel, Endpoint, deliver, endpoints, gather, take, transfer_cycles,
+)
 from wsc.runtime_sim.frame import Frame, Instr
-from wsc.runtime_sim.memory import Buffer, RegionMemory
-from wsc.runtime_sim import cannon, fabric, ring  # fabric: registers the fabric ops
+from wsc.runtime_sim.memory import Buffer, Decl, RegionMemory
+from wsc.runtime_sim import cannon, fabric, gemv, ring  # fabric: registers the fabric ops
 from wsc.runtime_sim.ops import COMPILERS
 from wsc.machine.cost import CostModel
 
@@ -51,6 +53,8 @@ def compile_ops(ops) -> list[Instr]:
         if compiler is None:
             raise SimulationError(f"the simulator has no implementation of {op.name}")
         out.append(compiler(op))
+    for a, b in zip(out, out[1:]):
+        a.gemv = gemv.recognize(a, b)
     return out
 
 
@@ -61,6 +65,11 @@ class LoadedRegion:
     grid: tuple[int, int]
     buffers: list[t.BufferOp]
     instrs: list[Instr]
+    decls: list[Decl] = field(default_factory=list)  # the buffers' declarations, read once
+
+    def __post_init__(self) -> None:
+        if not self.decls:
+            self.decls = [Decl.of(b) for b in self.buffers]
 
 
 @dataclass
@@ -69,6 +78,13 @@ class LoadedProgram:
     tokens: int
     regions: list[LoadedRegion]
     channels: dict[str, t.ChannelOp]
+    _endpoints: dict[str, Endpoint] | None = None
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """The receiving end of every channel (read from the IR once, not in every run)."""
+        if self._endpoints is None:
+            self._endpoints = endpoints(self.regions, self.channels)
+        return self._endpoints
 
     @classmethod
     def load(cls, prog: t.ProgramOp) -> LoadedProgram:
@@ -128,7 +144,7 @@ class ProgramRun:
         self.functional = functional
         self.trace = trace
         self.check_finite = check_finite and functional
-        ends = endpoints(program.regions, program.channels)
+        ends = program.endpoints()
         self.channels: dict[str, Channel] = {}
         for name, op in program.channels.items():
             dst = ends.get(name) if op.dst.data != t.HOST else None
@@ -155,8 +171,8 @@ class ProgramRun:
     def _frame(self, region: LoadedRegion) -> Frame:
         bufs: dict[SSAValue, Buffer] = {}
         mem = self.memory.get(region.name)
-        for b in region.buffers:
-            bufs[b.result] = mem.bind(b) if self.functional else Buffer.declared(b)
+        for b, d in zip(region.buffers, region.decls):
+            bufs[b.result] = mem.bind(d) if self.functional else Buffer.declared(d)
         return Frame(region.name, region.op.kernel.data, region.grid, bufs, self.cost, self.pos0,
                      self.functional)
 
@@ -166,7 +182,16 @@ class ProgramRun:
                                      start, end - start))
 
     def _exec(self, fr: Frame, instrs: list[Instr]) -> Iterator[Blocked]:
-        for ins in instrs:
+        it = iter(instrs)
+        for ins in it:
+            if ins.gemv is not None and fr.functional and gemv.applies(fr, ins.gemv):
+                with np.errstate(all="ignore"):
+                    blocks = gemv.compute(fr, ins.gemv)
+                if blocks is not None:  # both ops run for their timing, the product is done
+                    self._step(fr, ins, data=False)
+                    self._step(fr, next(it), data=False)
+                    gemv.finish(fr, ins.gemv, blocks)
+                    continue
             if ins.kind == "loop":
                 yield from self._loop(fr, ins)
             elif ins.kind == "recv":
@@ -262,10 +287,13 @@ class ProgramRun:
             ready = max(ready, fr.bufs[v].ready)
         return ready
 
-    def _step(self, fr: Frame, ins: Instr) -> None:
+    def _step(self, fr: Frame, ins: Instr, data: bool = True) -> None:
+        """Run one instruction: its data (unless computed in bulk: `data` False, or the
+        frame's deferred op), its NaN/Inf check, and its time."""
+        data = data and fr.functional and ins is not fr.deferred
         start = self._ready(fr, ins)
         fr.advance(start - fr.clock, 2)  # an asynchronous transfer was not hidden
-        if fr.functional and ins is not fr.deferred:
+        if data:
             if not ins.lazy:
                 fr.prepare(ins)
             with np.errstate(all="ignore"):  # padding lanes may divide by zero; see _finite
@@ -283,7 +311,7 @@ class ProgramRun:
         else:
             fr.advance(cycles, 1 if ins.kind == "fabric" else 0)
             self._event(fr, ins, ins.kind, start, fr.clock)
-        if self.check_finite and ins.computes and ins is not fr.deferred:
+        if self.check_finite and ins.computes and data:
             for w in ins.writes:
                 self._finite(fr, ins, fr.buf(w))
 
