@@ -214,7 +214,8 @@ class ProgramRun:
         shortcut = (not fr.functional and count > self.STEADY + 2
                     and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
         if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
-            blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
+            with np.errstate(all="ignore"):  # NaN/Inf is checked, not warned
+                blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
             fr.deferred = ins.cannon.matmul
             yield from self._bookkeeping_steps(fr, ins)
             fr.deferred = None

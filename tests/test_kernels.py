@@ -183,3 +183,57 @@ def test_sliding_window_attention_in_prefill_and_decode(grid, chunk):
 def test_per_head_qk_norms_inside_attention(grid):
     """Qwen3's q/k RMSNorms run on the attention PEs, per head, before rope."""
     check(lambda s: llama_block_graph(s, qk_norm=True), {"layers.0.self_attn": grid})
+
+
+@pytest.mark.parametrize("p", [2, 3, 5])
+def test_a_decode_gemv_computed_in_bulk_equals_its_steps(monkeypatch, p):
+    """Decode's matmul + all-reduce pairs are one product with the weights' global matrix
+    (runtime_sim/gemv.py); run step by step, the same decode steps give the same logits up to
+    fp32 summation order, and the same timing."""
+    from wsc.runtime_sim import gemv
+
+    used = []
+    real = gemv.compute
+    monkeypatch.setattr(gemv, "compute", lambda *a: used.append(1) or real(*a))
+
+    def run(bulk: bool):
+        if not bulk:
+            monkeypatch.setattr(gemv, "applies", lambda *a: False)
+        graph, weights = gpt2_block_graph(SEQ)
+        sim = simulator(graph, weights, seq=SEQ, max_seq=SEQ + 3,
+                        grids={"h.0.mlp.c_fc": (p, p), "lm_head": (p, p)})
+        gen = sim.generate(np.random.default_rng(5).integers(0, 256, SEQ), 3)
+        return gen.step_logits, gen.decode_s, gen.tokens
+
+    bulk = run(True)
+    assert used, "no GEMV was recognised"
+    steps = run(False)
+    np.testing.assert_allclose(np.array(bulk[0]), np.array(steps[0]), rtol=1e-5, atol=1e-5)
+    assert bulk[1:] == steps[1:]
+
+
+@pytest.mark.parametrize("scale", [3e38, 4e39])
+def test_nan_in_a_decode_gemv_is_reported_by_the_op_the_steps_name(monkeypatch, scale):
+    """A GEMV whose result overflows is run step by step, so the error names the op that made
+    the Inf (the matmul's partials or the all-reduce's sums), as without the bulk path."""
+    from wsc.errors import SimulationError
+    from wsc.runtime_sim import gemv
+
+    def message(bulk: bool) -> str:
+        if not bulk:
+            monkeypatch.setattr(gemv, "applies", lambda *a: False)
+        graph, weights = gpt2_block_graph(SEQ)
+        weights = dict(weights)
+        w = next(n for n in weights if "c_fc" in n and weights[n].ndim == 2)
+        weights[w] = weights[w] * np.float32(scale)
+        sim = simulator(graph, weights, seq=SEQ, max_seq=SEQ + 1, grids={"h.0.mlp.c_fc": (4, 4)})
+        sim.check_finite = False  # the prefill's Cannon loop overflows first: look past it
+        sim.prefill(np.random.default_rng(5).integers(0, 256, SEQ))
+        sim.check_finite = True
+        with pytest.raises(SimulationError, match="NaN/Inf first produced by") as e:
+            sim.decode(3, SEQ)
+        return str(e.value)
+
+    bulk = message(True)
+    assert "h.0.mlp.c_fc" in bulk
+    assert bulk == message(False)
