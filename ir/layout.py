@@ -118,9 +118,9 @@ class Layout:
         return np.broadcast_to(r, (R, C)), np.broadcast_to(c, (R, C))
 
     def blocks(self, rot: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
-        """Block indices `[R, C]` of each dimension held by every PE."""
-        r, c = self._coords(rot)
-        return self.rows.block(r, c), self.cols.block(r, c)
+        """Block indices `[R, C]` of each dimension held by every PE (read only: computed
+        once per layout and rotation)."""
+        return _blocks(self, (int(rot[0]), int(rot[1])))
 
     def global_index(self, dim: int, rot: tuple[int, int] = (0, 0)) -> np.ndarray:
         """`[R, C, tile[dim]]`: the global index of every local element along `dim` (read
@@ -206,6 +206,15 @@ class Layout:
 
 # Index maps depend only on the layout and the rotation, and programs reuse a handful of
 # each: compute them once.
+@lru_cache(maxsize=4096)
+def _blocks(lay: Layout, rot: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    r, c = lay._coords(rot)
+    out = (lay.rows.block(r, c), lay.cols.block(r, c))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
 @lru_cache(maxsize=4096)
 def _global_index(lay: Layout, dim: int, rot: tuple[int, int]) -> np.ndarray:
     d = lay.dims[dim]

@@ -28,6 +28,7 @@ from xdsl.ir import SSAValue
 from wsc.ir import tile as t
 from wsc.ir.layout import Layout, skewed, split_cols, split_rows
 from wsc.runtime_sim.frame import Frame, Instr
+from wsc.runtime_sim.memory import Buffer, roll2
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,46 @@ def product(fr: Frame, loop: CannonLoop) -> np.ndarray:
     """Per-PE blocks `[P, P, s, n]` of `X @ W`: what the loop adds into the accumulator."""
     x, w, acc = fr.buf(loop.x), fr.buf(loop.w), fr.buf(loop.acc)
     X = x.layout.gather(x.contents(), x.rot).astype(np.float32)
-    W = w.layout.gather(w.f32(), w.rot)
-    return acc.layout.scatter(X @ W)
+    return acc.layout.scatter(X @ global_f32(w))
+
+
+def global_f32(w: Buffer) -> np.ndarray:
+    """The global matrix `w` holds, as fp32 (read only). The weights' is gathered and converted
+    once and kept until their storage is written (memory.py), not again in every run."""
+    lay, rot, perm = w.layout, w.rot, w.perm
+
+    def compute() -> np.ndarray:
+        # gather the stored values first, then convert: only the real elements, contiguous
+        return np.ascontiguousarray(lay.gather(roll2(w.src.view, perm), rot), np.float32)
+
+    return w.src.derived(("global", lay, rot, perm), compute)
 
 
 def add_into(fr: Frame, loop: CannonLoop, blocks: np.ndarray) -> None:
     acc = fr.buf(loop.acc)
     fr.claim(acc)
-    acc.view[...] = acc.view + blocks
-    acc.home.version += 1
+    np.add(acc.view, blocks, out=acc.view)
+    acc.home.touch()
+
+
+def warm(programs, memory) -> None:
+    """At load: gather and convert the weights that recognised Cannon loops multiply (what
+    their first run would otherwise do; `global_f32` keeps them until they are written)."""
+    for prog in programs.values():
+        for region in prog.regions:
+            decls = {b.result: b for b in region.buffers}
+            for loop in _loops(region.instrs):
+                op = decls.get(loop.cannon.w)
+                if op is None or op.weight is None or op.layout is None:
+                    continue
+                lay, (R, C) = op.layout.data, region.grid
+                if R == C and lay == Layout(lay.shape, (R, R), skewed(R), split_cols(R)):
+                    global_f32(memory[region.name].bind(op))
+
+
+def _loops(instrs: list[Instr]):
+    for ins in instrs:
+        if ins.kind == "loop":
+            if ins.cannon is not None:
+                yield ins
+            yield from _loops(ins.body)

@@ -122,6 +122,8 @@ def gather(fr: Frame, b: Buffer) -> np.ndarray:
     g = b.layout.gather(held, b.rot)
     if b.layout.replicated:
         again = b.layout.scatter(g, b.rot)
+        if (again == held).all():  # the usual case, decided in one pass
+            return g
         valid = b.layout.valid_mask(b.rot)
         same = (again == held) | ~valid | (np.isnan(again) & np.isnan(held))
         if not same.all():
@@ -144,7 +146,7 @@ def deliver(ch: Channel, fifo: Buffer, g: np.ndarray, n: int) -> None:
             f"channel {ch.name} carries {tuple(g.shape)}, region {dst.region} expects "  # type: ignore[union-attr]
             f"{dst.layout.shape}")  # type: ignore[union-attr]
     fifo.view[:, :, n % dst.depth] = dst.layout.scatter(g.astype(fifo.view.dtype))  # type: ignore[union-attr]
-    fifo.home.version += 1
+    fifo.home.touch()
 
 
 def take(fr: Frame, ins: Instr, n: int, depth: int) -> None:

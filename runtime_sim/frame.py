@@ -92,7 +92,7 @@ class Frame:
 
     def wrote(self, ins: Instr) -> None:
         for v in ins.writes:
-            self.bufs[v].home.version += 1
+            self.bufs[v].home.touch()
 
     def layout(self, v: SSAValue) -> Layout:
         lay = self.bufs[v].layout
@@ -119,3 +119,5 @@ class Instr:
     lazy: bool = False  # the op handles lazily moved operands itself (memory.py)
     computes: bool = True  # it can make a NaN/Inf (moving data cannot)
     cannon: object = None  # a loop that is a Cannon GEMM (cannon.py)
+    ring: object = None  # a loop that is a prefill attention ring (ring.py)
+    gemv: object = None  # a matmul that, with the all-reduce after it, is a GEMV (gemv.py)

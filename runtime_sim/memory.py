@@ -40,22 +40,41 @@ NP_DTYPES = {
 class Storage:
     """The bytes at one offset of every PE: a typed view `[rows, cols, *dims]` into SRAM."""
 
-    __slots__ = ("offset", "view", "raw", "version", "_f32")
+    __slots__ = ("offset", "nbytes", "view", "raw", "version", "aliases", "_derived")
 
-    def __init__(self, offset: int, view: np.ndarray | None, raw: np.ndarray | None):
+    def __init__(self, offset: int, view: np.ndarray | None, raw: np.ndarray | None,
+                 nbytes: int = 0):
         self.offset = offset
+        self.nbytes = nbytes
         self.view = view
         self.raw = raw
-        self.version = 0  # bumped on every write
-        self._f32: tuple[int, np.ndarray] | None = None
+        self.version = 0  # bumped on every write, to it or to bytes it shares
+        self.aliases: list[Storage] = []  # the other storages of its region whose bytes overlap
+        # values computed from the bytes (the fp32 conversion, a gathered weight), each kept
+        # with the version it was computed at: key -> (version, array)
+        self._derived: dict = {}
+
+    def touch(self) -> None:
+        """Its bytes were written: everything computed from them, or from bytes they overlap
+        (another buffer declared over the same SRAM), is stale."""
+        self.version += 1
+        for a in self.aliases:
+            a.version += 1
+
+    def derived(self, key, compute) -> np.ndarray:
+        """`compute()`, kept until the bytes change (read only)."""
+        got = self._derived.get(key)
+        if got is None or got[0] != self.version:
+            arr = compute()
+            arr.setflags(write=False)
+            self._derived[key] = got = (self.version, arr)
+        return got[1]
 
     def f32(self) -> np.ndarray:
         """The stored values as fp32; a narrow dtype's conversion is kept until the next write."""
         if self.view.dtype == np.float32:
             return self.view
-        if self._f32 is None or self._f32[0] != self.version:
-            self._f32 = (self.version, self.view.astype(np.float32))
-        return self._f32[1]
+        return self.derived("f32", lambda: self.view.astype(np.float32))
 
 
 def roll2(a: np.ndarray, perm: tuple[int, int]) -> np.ndarray:
@@ -63,6 +82,27 @@ def roll2(a: np.ndarray, perm: tuple[int, int]) -> np.ndarray:
     if perm == (0, 0):
         return a
     return np.roll(a, perm, axis=(0, 1))
+
+
+@dataclass(frozen=True)
+class Decl:
+    """What a `wsc.tile.buffer` op declares, read out of the IR once (at load, not per run)."""
+
+    name: str
+    dims: tuple[int, ...]
+    dtype: str
+    layout: Layout | None
+    persistent: bool
+    offset: int
+    nbytes: int
+
+    @classmethod
+    def of(cls, op: BufferOp | Decl) -> Decl:
+        if isinstance(op, Decl):
+            return op
+        return cls(op.sym.data, op.dims, op.dtype_str,
+                   op.layout.data if op.layout is not None else None,
+                   op.persistent is not None, op.offset_bytes, op.nbytes)
 
 
 @dataclass
@@ -87,13 +127,12 @@ class Buffer:
             self.src = self.home
 
     @classmethod
-    def declared(cls, op: BufferOp, storage: Storage | None = None) -> Buffer:
+    def declared(cls, op: BufferOp | Decl, storage: Storage | None = None) -> Buffer:
         """The handle a `wsc.tile.buffer` declares (its storage is empty when only estimating)."""
+        d = Decl.of(op)
         return cls(
-            name=op.sym.data, dims=op.dims, dtype=op.dtype_str,
-            layout=op.layout.data if op.layout is not None else None,
-            persistent=op.persistent is not None, declared_offset=op.offset_bytes,
-            home=storage or Storage(op.offset_bytes, None, None),
+            name=d.name, dims=d.dims, dtype=d.dtype, layout=d.layout, persistent=d.persistent,
+            declared_offset=d.offset, home=storage or Storage(d.offset, None, None),
         )
 
     @property
@@ -129,12 +168,23 @@ class Buffer:
         """Put the contents into the buffer's own storage."""
         if self.lazy:
             self.home.view[...] = roll2(self.src.view, self.perm)
-            self.home.version += 1
+            self.home.touch()
             self.src, self.perm = self.home, (0, 0)
 
     def f32(self) -> np.ndarray:
         """The contents as fp32 (read only: it may be the storage itself, or a cached copy)."""
         return roll2(self.src.f32(), self.perm)
+
+    def f32_rows(self, n: int) -> np.ndarray:
+        """The first `n` local rows of the contents (`[R, C, :n, ...]`) as fp32, read only:
+        only those are converted (and kept until the next write)."""
+        src = self.src
+        if n >= self.dims[0]:
+            return self.f32()
+        if src.view.dtype == np.float32:
+            return roll2(src.view[:, :, :n], self.perm)
+        return roll2(src.derived(("f32", n), lambda: src.view[:, :, :n].astype(np.float32)),
+                     self.perm)
 
     def store(self, values: np.ndarray) -> None:
         """Write (with rounding to the storage dtype, as the hardware would)."""
@@ -178,19 +228,25 @@ class RegionMemory:
         r, c = self.grid
         self.sram = np.zeros((r, c, -(-nbytes // 8) * 8 or 8), dtype=np.uint8)
 
-    def bind(self, op: BufferOp) -> Buffer:
+    def bind(self, op: BufferOp | Decl) -> Buffer:
         """A handle on the buffer's bytes; the same bytes keep the same storage across runs,
         so that a weight's cached fp32 conversion outlives one decode step."""
-        off, n = op.offset_bytes, op.nbytes
+        d = Decl.of(op)
+        off, n = d.offset, d.nbytes
         if off < 0 or off + n > self.budget:
             raise SimulationError(
-                f"SRAM overflow in region {self.name}: buffer {op.sym.data} occupies bytes "
+                f"SRAM overflow in region {self.name}: buffer {d.name} occupies bytes "
                 f"[{off}, {off + n}) of a PE with {self.budget} bytes for buffers"
             )
-        key = (off, op.dtype_str, op.dims)
+        key = (off, d.dtype, d.dims)
         if key not in self.storages:
             raw = self.sram[:, :, off : off + n]
-            view = raw.view(NP_DTYPES[op.dtype_str])
-            view.shape = (*self.grid, *op.dims)  # never copies: raises if it would have to
-            self.storages[key] = Storage(off, view, raw)
-        return Buffer.declared(op, self.storages[key])
+            view = raw.view(NP_DTYPES[d.dtype])
+            view.shape = (*self.grid, *d.dims)  # never copies: raises if it would have to
+            new = Storage(off, view, raw, n)
+            for other in self.storages.values():
+                if other.offset < off + n and off < other.offset + other.nbytes:
+                    other.aliases.append(new)
+                    new.aliases.append(other)
+            self.storages[key] = new
+        return Buffer.declared(d, self.storages[key])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from xdsl.ir import Operation
@@ -205,7 +206,7 @@ def compile_matmul(op: t.MatmulOp) -> Instr:
                 out = (out + A[..., :, i:i + 1] * B[..., i:i + 1, :]).astype(cb.view.dtype).astype(np.float32)
         cb.view[...] = out
         cb.src, cb.perm = cb.home, frame
-        cb.home.version += 1
+        cb.home.touch()
 
     def cycles(fr: Frame) -> float:
         m, k = fr.buf(a).dims[-2:]
@@ -280,8 +281,10 @@ def compile_gather(op: t.GatherOp) -> Instr:
         idx = ib.view[..., 0].astype(np.int64)  # [R, C, tq]
         local = idx - first
         hit = (local >= 0) & (local < tv) & (idx < lay.shape[0])
-        got = np.take_along_axis(tb.f32(), np.clip(local, 0, tv - 1)[..., None], axis=2)
-        got = np.where(hit[..., None], got, np.float32(0))
+        # the rows read, as stored, then converted (not the whole table: it is the largest
+        # buffer of the model)
+        got = np.take_along_axis(tb.contents(), np.clip(local, 0, tv - 1)[..., None], axis=2)
+        got = np.where(hit[..., None], got.astype(np.float32), np.float32(0))
         ob.store(ob.f32() + got if acc else got)
 
     def cycles(fr: Frame) -> float:
@@ -359,36 +362,82 @@ def _merge_heads(a: np.ndarray) -> np.ndarray:
     return a.transpose(0, 1, 3, 2, 4).reshape(r, c, n, h * d)
 
 
+def live_keys(fr: Frame, qb, kb, causal: bool) -> int:
+    """How many of the local key slots (`kb`'s rows) any query can read: keys past the last
+    query position are never read (causal attention over a KV cache), nor padding slots
+    past the cache, so they are left out as the cost model leaves them out (they would
+    only be masked to exactly zero weight). Slots hold increasing positions (a blocked or
+    cyclic layout), so the live ones are a prefix."""
+    klay = kb.layout
+    limit = klay.shape[0]
+    if causal:
+        limit = min(limit, fr.pos0 + qb.layout.shape[0])
+    return _live(klay, kb.rot, limit)
+
+
+@lru_cache(maxsize=4096)
+def _live(klay, rot: tuple[int, int], limit: int) -> int:
+    return max(1, int((klay.global_index(0, rot) < limit).sum(axis=-1).max()))
+
+
+def key_mask(qpos: np.ndarray, kpos: np.ndarray, kv_len: int, causal: bool,
+             window: int) -> np.ndarray:
+    """`[R, C, 1, tq, tk]`: which keys (positions `kpos` `[R, C, tk]`) each query (positions
+    `qpos` `[R, C, tq]`) reads: real keys, not after it (causal), inside its window."""
+    ok = (kpos < kv_len)[:, :, None, None, :]
+    if causal:
+        ok = ok & (kpos[:, :, None, None, :] <= qpos[:, :, None, :, None])
+    if window:
+        ok = ok & (kpos[:, :, None, None, :] > qpos[:, :, None, :, None] - window)
+    return ok
+
+
+def head_scores(Q: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """`Q [..., h, tq, d]` against `K [..., kvh, tk, d]` -> `[..., h, tq, tk]`; query head
+    `i` reads kv head `i // (h // kvh)` (grouped-query attention, without copying K)."""
+    *lead, h, tq, d = Q.shape
+    kvh, tk = K.shape[-3], K.shape[-2]
+    s = Q.reshape(*lead, kvh, (h // kvh) * tq, d) @ np.swapaxes(K, -1, -2)
+    return s.reshape(*lead, h, tq, tk)
+
+
+def online_softmax_step(s: np.ndarray, V: np.ndarray, M: np.ndarray, L: np.ndarray,
+                        A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold one block of (masked, scaled) scores `s [..., h, tq, tk]` with values
+    `V [..., kvh, tk, d]` into the online-softmax state `M, L [..., h, tq]`,
+    `A [..., h, tq, d]`."""
+    *lead, h, tq, tk = s.shape
+    kvh = V.shape[-3]
+    m_new = np.maximum(M, s.max(axis=-1))
+    p = np.exp(s - m_new[..., None])  # masked scores give exactly 0
+    alpha = np.exp(M - m_new)
+    l_new = alpha * L + p.sum(axis=-1)
+    pv = (p.reshape(*lead, kvh, (h // kvh) * tq, tk) @ V).reshape(*lead, h, tq, V.shape[-1])
+    return m_new, l_new, alpha[..., None] * A + pv
+
+
 @compiles(t.AttendOp)
 def compile_attend(op: t.AttendOp) -> Instr:
     q, k, v, m, l, acc, scores = op.q, op.k, op.v, op.m, op.l, op.acc, op.scores
     heads, kvh, hd = _i(op.heads), _i(op.kv_heads), _i(op.head_dim)
     scale, causal = np.float32(_f(op.scale)), op.causal is not None
     window = _i(op.window) if op.window is not None else 0
-    group = heads // kvh
 
     def run(fr: Frame) -> None:
         qb, kb, vb = fr.buf(q), fr.buf(k), fr.buf(v)
-        Q = _heads(qb.f32(), heads)  # [R, C, h, tq, d]
-        K = np.repeat(_heads(kb.f32(), kvh), group, axis=2)  # kv head j serves h // group == j
-        V = np.repeat(_heads(vb.f32(), kvh), group, axis=2)
-        s = np.einsum("rchqd,rchkd->rchqk", Q, K) * scale
-        qpos = fr.pos0 + fr.layout(q).global_index(0, qb.rot)  # [R, C, tq]
         klay = fr.layout(k)
-        kpos = klay.global_index(0, kb.rot)  # [R, C, tk]
-        ok = (kpos < klay.shape[0])[:, :, None, None, :]
-        if causal:
-            ok = ok & (kpos[:, :, None, None, :] <= qpos[:, :, None, :, None])
-        if window:
-            ok = ok & (kpos[:, :, None, None, :] > qpos[:, :, None, :, None] - window)
-        s = np.where(ok, s, -np.inf)
+        fr.layout(q)
+        tk = live_keys(fr, qb, kb, causal)
+        Q = _heads(qb.f32(), heads)  # [R, C, h, tq, d]
+        K = _heads(kb.f32_rows(tk), kvh)  # [R, C, kvh, tk, d]
+        V = _heads(vb.f32_rows(tk), kvh)
+        s = head_scores(Q, K) * scale
+        qpos = fr.pos0 + qb.layout.global_index(0, qb.rot)  # [R, C, tq]
+        kpos = klay.global_index(0, kb.rot)[:, :, :tk]  # [R, C, tk]
+        s = np.where(key_mask(qpos, kpos, klay.shape[0], causal, window), s, -np.inf)
         M, L, A = fr.buf(m).f32(), fr.buf(l).f32(), fr.buf(acc).f32()
-        m_old = M.transpose(0, 1, 3, 2)  # [R, C, h, tq]
-        m_new = np.maximum(m_old, s.max(axis=-1))
-        p = np.exp(s - m_new[..., None])  # masked scores give exactly 0
-        alpha = np.exp(m_old - m_new)
-        l_new = alpha * L.transpose(0, 1, 3, 2) + p.sum(axis=-1)
-        a_new = alpha[..., None] * _heads(A, heads) + np.einsum("rchqk,rchkd->rchqd", p, V)
+        m_new, l_new, a_new = online_softmax_step(
+            s, V, M.transpose(0, 1, 3, 2), L.transpose(0, 1, 3, 2), _heads(A, heads))
         fr.buf(m).store(m_new.transpose(0, 1, 3, 2))
         fr.buf(l).store(l_new.transpose(0, 1, 3, 2))
         fr.buf(acc).store(_merge_heads(a_new))

@@ -31,10 +31,12 @@ from xdsl.ir import SSAValue
 
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
-from wsc.runtime_sim.channels import Channel, deliver, endpoints, gather, take, transfer_cycles
+from wsc.runtime_sim.channels import (
+    Channel, Endpoint, deliver, endpoints, gather, take, transfer_cycles,
+)
 from wsc.runtime_sim.frame import Frame, Instr, Stack
-from wsc.runtime_sim.memory import Buffer, RegionMemory
-from wsc.runtime_sim import cannon, fabric  # fabric: registers the fabric ops
+from wsc.runtime_sim.memory import Buffer, Decl, RegionMemory
+from wsc.runtime_sim import cannon, fabric, gemv, ring  # fabric: registers the fabric ops
 from wsc.runtime_sim.ops import COMPILERS
 from wsc.machine.cost import CostModel
 
@@ -48,12 +50,15 @@ def compile_ops(ops) -> list[Instr]:
             body = compile_ops(op.body.block.ops)
             count = op.count.value.data
             out.append(Instr(op, "loop", lambda fr: None, lambda fr: 0.0, body=body,
-                             count=count, cannon=cannon.recognize(body, count)))
+                             count=count, cannon=cannon.recognize(body, count),
+                             ring=ring.recognize(body, count)))
             continue
         compiler = COMPILERS.get(type(op))
         if compiler is None:
             raise SimulationError(f"the simulator has no implementation of {op.name}")
         out.append(compiler(op))
+    for a, b in zip(out, out[1:]):
+        a.gemv = gemv.recognize(a, b)
     return out
 
 
@@ -64,6 +69,11 @@ class LoadedRegion:
     grid: tuple[int, int]
     buffers: list[t.BufferOp]
     instrs: list[Instr]
+    decls: list[Decl] = field(default_factory=list)  # the buffers' declarations, read once
+
+    def __post_init__(self) -> None:
+        if not self.decls:
+            self.decls = [Decl.of(b) for b in self.buffers]
 
 
 @dataclass
@@ -72,6 +82,13 @@ class LoadedProgram:
     tokens: int
     regions: list[LoadedRegion]
     channels: dict[str, t.ChannelOp]
+    _endpoints: dict[str, Endpoint] | None = None
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """The receiving end of every channel (read from the IR once, not in every run)."""
+        if self._endpoints is None:
+            self._endpoints = endpoints(self.regions, self.channels)
+        return self._endpoints
 
     @classmethod
     def load(cls, prog: t.ProgramOp) -> LoadedProgram:
@@ -131,7 +148,7 @@ class ProgramRun:
         self.functional = functional
         self.trace = trace
         self.check_finite = check_finite and functional
-        ends = endpoints(program.regions, program.channels)
+        ends = program.endpoints()
         self.channels: dict[str, Channel] = {}
         for name, op in program.channels.items():
             dst = ends.get(name) if op.dst.data != t.HOST else None
@@ -159,8 +176,8 @@ class ProgramRun:
     def _frame(self, region: LoadedRegion) -> Frame:
         bufs: dict[SSAValue, Buffer] = {}
         mem = self.memory.get(region.name)
-        for b in region.buffers:
-            bufs[b.result] = mem.bind(b) if self.functional else Buffer.declared(b)
+        for b, d in zip(region.buffers, region.decls):
+            bufs[b.result] = mem.bind(d) if self.functional else Buffer.declared(d)
         stack = None
         if region.op.stack is not None:
             stack = self.stacks.setdefault(region.op.stack.data, Stack(region.op.stack.data))
@@ -173,7 +190,16 @@ class ProgramRun:
                                      start, end - start))
 
     def _exec(self, fr: Frame, instrs: list[Instr]) -> Iterator[Blocked]:
-        for ins in instrs:
+        it = iter(instrs)
+        for ins in it:
+            if ins.gemv is not None and fr.functional and gemv.applies(fr, ins.gemv):
+                with np.errstate(all="ignore"):
+                    blocks = gemv.compute(fr, ins.gemv)
+                if blocks is not None:  # both ops run for their timing, the product is done
+                    self._step(fr, ins, data=False)
+                    self._step(fr, next(it), data=False)
+                    gemv.finish(fr, ins.gemv, blocks)
+                    continue
             if ins.kind == "loop":
                 yield from self._loop(fr, ins)
             elif ins.kind == "recv":
@@ -196,14 +222,22 @@ class ProgramRun:
         shortcut = (not fr.functional and count > self.STEADY + 2
                     and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
         if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
-            blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
+            with np.errstate(all="ignore"):  # NaN/Inf is checked, not warned
+                blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
             fr.deferred = ins.cannon.matmul
-            for _ in range(count):
-                yield from self._exec(fr, ins.body)
+            yield from self._bookkeeping_steps(fr, ins)
             fr.deferred = None
             cannon.add_into(fr, ins.cannon, blocks)
             if self.check_finite:
                 self._finite(fr, ins.cannon.matmul, fr.buf(ins.cannon.acc))
+            return
+        if fr.functional and ins.ring is not None and ring.applies(fr, ins.ring):
+            with np.errstate(all="ignore"):  # as in _step: NaN/Inf is checked, not warned
+                state = ring.compute(fr, ins.ring, count, self.check_finite)
+            fr.deferred = ins.ring.attend  # the steps still run, for time and moves
+            yield from self._bookkeeping_steps(fr, ins)
+            fr.deferred = None
+            ring.finish(fr, ins.ring, count, state)
             return
         if not shortcut:
             for _ in range(count):
@@ -227,16 +261,50 @@ class ProgramRun:
         fr.clock += n * d_clock
         fr.hold()
 
+    def _bookkeeping_steps(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
+        """The steps of a loop whose data is computed in bulk (cannon.py, ring.py): what is
+        left of them is timing and lazy moves (shifts add to a buffer's rotation, swaps trade
+        storages), the same every period of two iterations once the loop is in steady state.
+        That is checked, not assumed: after the first few iterations two periods run, and if
+        they changed the clocks, every buffer's rotation and ready time by exactly the same
+        amounts and left every buffer on the same storage, every remaining period would do
+        the same again (each op's effect is a fixed shift of a value another op left), so
+        the rest is added in one step. Otherwise, or with a trace, every step runs."""
+        count, body = ins.count, ins.body
+        done = 0
+        if (not self.trace and count >= self.STEADY + 6
+                and all(i.kind not in ("recv", "send", "loop", "advance") for i in body)):
+            warm = self.STEADY + (count - self.STEADY) % 2  # leaves an even number of steps
+            for _ in range(warm):
+                yield from self._exec(fr, body)
+            snaps = [_snapshot(fr)]
+            for _ in range(2):
+                for _ in range(2):
+                    yield from self._exec(fr, body)
+                snaps.append(_snapshot(fr))
+            done = warm + 4
+            period = _period(snaps[0], snaps[1], fr.grid)
+            if period is not None and period == _period(snaps[1], snaps[2], fr.grid):
+                n = (count - done) // 2
+                _advance_periods(fr, period, n)
+                fr.hold()
+                done += 2 * n
+        for _ in range(count - done):
+            yield from self._exec(fr, body)
+
     def _ready(self, fr: Frame, ins: Instr) -> float:
         ready = fr.clock
         for v in ins.reads + ins.writes:
             ready = max(ready, fr.bufs[v].ready)
         return ready
 
-    def _step(self, fr: Frame, ins: Instr) -> None:
+    def _step(self, fr: Frame, ins: Instr, data: bool = True) -> None:
+        """Run one instruction: its data (unless computed in bulk: `data` False, or the
+        frame's deferred op), its NaN/Inf check, and its time."""
+        data = data and fr.functional and ins is not fr.deferred
         start = fr.turn(self._ready(fr, ins))
         fr.advance(start - fr.clock, 2)  # an asynchronous transfer was not hidden, or a stack
-        if fr.functional and ins is not fr.deferred:
+        if data:
             if not ins.lazy:
                 fr.prepare(ins)
             with np.errstate(all="ignore"):  # padding lanes may divide by zero; see _finite
@@ -255,7 +323,7 @@ class ProgramRun:
             fr.advance(cycles, 1 if ins.kind == "fabric" else 0)
             self._event(fr, ins, ins.kind, start, fr.clock)
         fr.hold()
-        if self.check_finite and ins.computes and ins is not fr.deferred:
+        if self.check_finite and ins.computes and data:
             for w in ins.writes:
                 self._finite(fr, ins, fr.buf(w))
 
@@ -429,7 +497,7 @@ class ProgramRun:
     def _check_persistent(self, frames: dict[str, Frame]) -> None:
         for fr in frames.values():
             for b in fr.bufs.values():
-                if b.persistent and self.functional:  # the next run reads its SRAM
+                if b.persistent and self.functional and b.lazy:  # the next run reads its SRAM
                     fr.claim(b)
                 if b.persistent and (b.rot != (0, 0) or b.offset != b.declared_offset):
                     raise SimulationError(
@@ -437,6 +505,39 @@ class ProgramRun:
                         f"{'rotated by ' + str(b.rot) if b.rot != (0, 0) else 'swapped out of its home'}"
                         ": the next run would see scrambled data"
                     )
+
+
+def _snapshot(fr: Frame):
+    return (fr.clock, fr.path, fr.compute, fr.fabric, fr.waiting,
+            [(b.home, b.src, b.perm, b.rot, b.ready) for b in fr.bufs.values()])
+
+
+def _period(a, b, grid: tuple[int, int]):
+    """What happened between two snapshots, or None if some buffer changed storage."""
+    R, C = grid
+    moves = []
+    for x, y in zip(a[5], b[5]):
+        if x[0] is not y[0] or x[1] is not y[1]:
+            return None
+        moves.append(((y[2][0] - x[2][0]) % R, (y[2][1] - x[2][1]) % C,
+                      (y[3][0] - x[3][0]) % R, (y[3][1] - x[3][1]) % C, y[4] - x[4]))
+    return (b[0] - a[0], tuple(p - q for p, q in zip(b[1], a[1])), b[2] - a[2], b[3] - a[3],
+            b[4] - a[4], tuple(moves))
+
+
+def _advance_periods(fr: Frame, period, n: int) -> None:
+    """Apply `n` more periods of what `_period` measured."""
+    d_clock, d_path, d_compute, d_fabric, d_waiting, moves = period
+    R, C = fr.grid
+    fr.clock += n * d_clock
+    fr.path = tuple(p + n * d for p, d in zip(fr.path, d_path))  # type: ignore[assignment]
+    fr.compute += n * d_compute
+    fr.fabric += n * d_fabric
+    fr.waiting += n * d_waiting
+    for b, (p0, p1, r0, r1, d_ready) in zip(fr.bufs.values(), moves):
+        b.perm = ((b.perm[0] + n * p0) % R, (b.perm[1] + n * p1) % C)
+        b.rot = ((b.rot[0] + n * r0) % R, (b.rot[1] + n * r1) % C)
+        b.ready += n * d_ready
 
 
 def estimate_region(region: t.RegionOp, cost: CostModel, pos0: int = 0, *,

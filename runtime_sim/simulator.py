@@ -22,6 +22,7 @@ from wsc.ir import parse_module
 from wsc.ir.tile import programs, verify_on_mesh, verify_persistent
 from wsc.bundle_format import PLACEMENT, PROGRAM, WEIGHTS, Bundle, Manifest, check_shard, open_bundle
 from wsc.machine.colors import color_violations
+from wsc.runtime_sim import cannon
 from wsc.runtime_sim.memory import RegionMemory
 from wsc.runtime_sim.scheduler import LoadedProgram, ProgramRun, RunResult
 from wsc.machine.cost import CostModel
@@ -132,6 +133,7 @@ class Simulator:
                     buf = self.memory[r.name].bind(b)
                     buf.raw[...] = np.ascontiguousarray(arr).view(np.uint8).reshape(buf.raw.shape)
                     loaded.add((r.name, b.sym.data))
+        cannon.warm(self.programs, self.memory)  # weights converted once, here, not per run
 
     # --- running --------------------------------------------------------------------------
 

@@ -313,6 +313,31 @@ def test_overlapping_buffers_really_share_memory():
     assert (y.view == 5.0).all()
 
 
+def test_a_cached_conversion_sees_writes_to_overlapping_buffers():
+    """A narrow buffer's fp32 conversion is kept until its bytes change, also when they change
+    through another buffer declared over them (here half of them)."""
+    mem = RegionMemory("r", (1, 2), 1024)
+    mem.reserve(64)
+    b = RegionBuilder("r", "test", (1, 2))
+    v1 = b.buffer("a", (2, 4), "f16")
+    v2 = b.buffer("b", (2, 2), "f16")
+    v3 = b.buffer("c", (2, 2), "f16")
+    b.allocate()
+    ops = [v.owner for v in (v1, v2, v3)]
+    ops[1].properties["offset"] = IntegerAttr(ops[0].offset_bytes + 8, i64)  # a's second row
+    x, y, z = (mem.bind(o) for o in ops)
+    x.view[...] = 1.0
+    x.home.touch()
+    assert (x.f32() == 1.0).all()
+    y.view[...] = 2.0
+    y.home.touch()
+    assert (x.f32()[:, :, 1] == 2.0).all() and (x.f32()[:, :, 0] == 1.0).all()
+    before = x.f32()
+    z.view[...] = 3.0  # disjoint bytes: the conversion is kept
+    z.home.touch()
+    assert x.f32() is before
+
+
 def test_a_bundle_whose_routes_clash_on_a_router_is_refused():
     from wsc.machine.colors import color_violations
 
