@@ -244,10 +244,14 @@ class ChannelOp(TileOp):
 
 @irdl_op_definition
 class LoopOp(TileOp):
-    """Repeat the body `count` times."""
+    """Repeat the body `count` times.
+
+    `chunks` marks a chunked prefill's loop over the prompt's chunks: `count` is the compiled
+    number, and a shorter prompt runs only the chunks it fills (the host says how many)."""
 
     name = "wsc.tile.loop"
     count = prop_def(IntegerAttr)
+    chunks = opt_prop_def(UnitAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
     assembly_format = "attr-dict-with-keyword $body"
@@ -360,7 +364,9 @@ class SendOp(TileOp):
 @irdl_op_definition
 class RecvOp(TileOp):
     """Take the oldest message of `channel` out of its FIFO into `dst` (per `dst`'s layout);
-    `slice = [r0, r1, c0, c1]` is the window of the sent matrix this region takes.
+    `slice = [r0, r1, c0, c1]` is the window of the sent matrix this region takes;
+    `last_valid` makes its rows the last valid row of the message instead (a one-row window:
+    a prompt shorter than the compiled length leaves rows of its final chunk unused).
 
     The FIFO is a buffer of this region, `[depth, *tile]` in `dst`'s dtype, declared with
     `fifo = channel`: senders write messages into its slots as they arrive (a sender whose
@@ -371,6 +377,7 @@ class RecvOp(TileOp):
     dst = operand_def(BUF)
     channel = prop_def(StringAttr)
     window = opt_prop_def(DenseArrayBase, prop_name="slice")
+    last_valid = opt_prop_def(UnitAttr)
     assembly_format = "$fifo `->` $dst attr-dict"
 
     def verify_(self) -> None:

@@ -44,7 +44,8 @@ def compile_ops(ops) -> list[Instr]:
             body = compile_ops(op.body.block.ops)
             count = op.count.value.data
             out.append(Instr(op, "loop", lambda fr: None, lambda fr: 0.0, body=body,
-                             count=count, cannon=cannon.recognize(body, count)))
+                             count=count, cannon=cannon.recognize(body, count),
+                             label="chunks" if op.chunks is not None else ""))
             continue
         compiler = COMPILERS.get(type(op))
         if compiler is None:
@@ -117,10 +118,16 @@ class Blocked:
 class ProgramRun:
     def __init__(self, program: LoadedProgram, memory: dict[str, RegionMemory], cost: CostModel,
                  *, pos0: int, inputs: dict[str, list[np.ndarray] | None], functional: bool = True,
-                 trace: bool = False, check_finite: bool = True):
+                 trace: bool = False, check_finite: bool = True, chunks: int | None = None,
+                 last_rows: int | None = None):
         """`inputs` maps each host channel to the messages the host sends on it, in order
-        (one per prefill chunk); None means "as many as asked for" when only estimating."""
+        (one per prefill chunk); None means "as many as asked for" when only estimating.
+        A prompt shorter than the compiled one runs `chunks` chunks (the loops marked
+        `chunks`), of which the last holds `last_rows` prompt tokens (the rest is padding,
+        which causal masking keeps out of every real token's result)."""
         self.program = program
+        self.chunks = chunks
+        self.last_rows = last_rows
         self.memory = memory
         self.cost = cost
         self.pos0 = pos0
@@ -184,7 +191,7 @@ class ProgramRun:
         the first few repeat the same timing, so the rest are added in one step. The step
         spans two iterations (a double-buffered body alternates between two buffers) and an
         even number of iterations is skipped, so buffer swaps end where they would."""
-        count = ins.count
+        count = self.chunks if ins.label == "chunks" and self.chunks is not None else ins.count
         shortcut = (not fr.functional and count > self.STEADY + 2
                     and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
         if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
@@ -336,7 +343,9 @@ class ProgramRun:
         fr.advance(start - fr.clock, 2)
         if fr.functional:
             dst = ch.dst
-            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], gather(fr, b), n)
+            final = self.last_rows is not None and n == (self.chunks or 1) - 1
+            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], gather(fr, b), n,
+                    self.last_rows if final else None)
         total, body = transfer_cycles(self.cost, ch.op, ch.dst, fr.grid)
         path = (fr.path[0], fr.path[1] + total, fr.path[2])
         fr.advance(body, 1)  # the sender streams the data out

@@ -152,6 +152,7 @@ def simulate_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --check (default: the one the bundle was compiled from)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     trace: Optional[Path] = typer.Option(None, help="Write a Chrome/Perfetto trace: prefill, then one decode step (compute and fabric on separate tracks)."),
+    prompt_len: Optional[int] = typer.Option(None, help="Prompt tokens, 1 to the compiled --seq-len (default: all of them; random ids, or what --estimate-only models)."),
 ) -> None:
     """Run a bundle on the simulated wafer; optionally check it against PyTorch."""
     try:
@@ -161,7 +162,7 @@ def simulate_cmd(
         opts = SimulateOptions(
             bundle=bundle, tokens=None if tokens is None else _parse_tokens(tokens), seed=seed,
             check=check, generate=generate, estimate_only=estimate_only, checkpoint=checkpoint,
-            trace=trace,
+            trace=trace, prompt_len=prompt_len,
         )
         for path, option in ((json_out, "--json"), (trace, "--trace")):
             if path is not None:
@@ -193,8 +194,8 @@ def _note_ignored(**given: bool) -> None:
 
 
 def _print_sim(res: dict) -> None:
-    lines = [f"prefill: {res['cycles']:.0f} cycles = {res['latency_s'] * 1e3:.3f} ms modeled "
-             f"(simulated in {res['sim_wall_s']:.2f}s)"]
+    lines = [f"prefill of {res['prompt_len']} tokens: {res['cycles']:.0f} cycles = "
+             f"{res['latency_s'] * 1e3:.3f} ms modeled (simulated in {res['sim_wall_s']:.2f}s)"]
     if "tokens_per_s" in res:
         lines.append(f"decode: time to first token {res['ttft_s'] * 1e3:.3f} ms, "
                      f"{res['tokens_per_s']:.0f} tokens/s modeled")

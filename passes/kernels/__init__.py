@@ -49,7 +49,7 @@ def build_region(k: KernelOp, grid: tuple[int, int], ctx: LowerCtx, phase: str, 
             algorithm(k).lower(b, k, lctx, "decode")
         else:
             chunks = ctx.chunks if phase == "prefill" else 1
-            with b.loop(chunks):  # a chunked prefill runs the program once per chunk
+            with b.loop(chunks, chunks=True):  # a chunked prefill runs it once per chunk
                 algorithm(k).lower(b, k, lctx, phase)
                 if chunks > 1:
                     b.op(AdvanceOp, [], tokens=ctx.tokens(phase))
