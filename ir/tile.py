@@ -186,6 +186,9 @@ class RegionOp(TileOp):
     shape = prop_def(DenseArrayBase)  # (rows, cols)
     kernel = prop_def(StringAttr)  # kernel kind: linear, attention, norm, ...
     module = opt_prop_def(StringAttr)
+    # the module path of the op whose value the region's first result is: the last op fused
+    # into its epilogue (an activation's module, say), when that is not the kernel's own
+    result_module = opt_prop_def(StringAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator(), IsolatedFromAbove(), SymbolOpInterface())
     assembly_format = "$sym_name attr-dict-with-keyword $body"

@@ -77,6 +77,7 @@ class RegionBuilder:
     bufs: list[_Buf] = field(default_factory=list)
     shards: list[WeightShard] = field(default_factory=list)
     recv_repeat: int = 1  # receive every message this many times, keeping the last
+    result_module: str = ""  # module path of the op that makes the first result (RegionOp)
     _blocks: list[Block] = field(default_factory=list)
     _scratch: dict[tuple, SSAValue] = field(default_factory=dict)
 
@@ -251,6 +252,8 @@ class RegionBuilder:
         }
         if self.module_path:
             props["module"] = StringAttr(self.module_path)
+        if self.result_module and self.result_module != self.module_path:
+            props["result_module"] = StringAttr(self.result_module)
         return t.RegionOp.create(properties=props, regions=[Region(body)])
 
 

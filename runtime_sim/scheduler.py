@@ -128,6 +128,8 @@ class ProgramRun:
         self.program = program
         self.chunks = chunks
         self.last_rows = last_rows
+        # functional: every message sent, per (region, channel), in order (--compare-layers)
+        self.record: dict[tuple[str, str], list[np.ndarray]] | None = None
         self.memory = memory
         self.cost = cost
         self.pos0 = pos0
@@ -330,7 +332,7 @@ class ProgramRun:
             start = self._ready(fr, ins)
             fr.advance(start - fr.clock, 2)
             if fr.functional:
-                self.outputs.setdefault(ch.name, []).append(gather(fr, b))
+                self.outputs.setdefault(ch.name, []).append(self._sent(fr, ins, gather(fr, b)))
             fr.advance(self.cost.stream(ch.op.nbytes.value.data, 0, lanes=fr.grid[0]), 1)
             self._event(fr, ins, "send", start, fr.clock)
             if fr.clock >= self.output_time:
@@ -344,8 +346,8 @@ class ProgramRun:
         if fr.functional:
             dst = ch.dst
             final = self.last_rows is not None and n == (self.chunks or 1) - 1
-            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], gather(fr, b), n,
-                    self.last_rows if final else None)
+            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result],
+                    self._sent(fr, ins, gather(fr, b)), n, self.last_rows if final else None)
         total, body = transfer_cycles(self.cost, ch.op, ch.dst, fr.grid)
         path = (fr.path[0], fr.path[1] + total, fr.path[2])
         fr.advance(body, 1)  # the sender streams the data out
@@ -353,6 +355,11 @@ class ProgramRun:
         ch.arrivals.append((start + total, path))
         ch.sent += 1
         self._wake("recv", ch.name)
+
+    def _sent(self, fr: Frame, ins: Instr, g: np.ndarray) -> np.ndarray:
+        if self.record is not None:
+            self.record.setdefault((fr.region, ins.channel), []).append(g)
+        return g
 
     # --- all regions ----------------------------------------------------------------------
 

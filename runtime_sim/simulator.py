@@ -140,7 +140,7 @@ class Simulator:
         return self.manifest.io(phase)
 
     def run(self, phase: str, ids: np.ndarray | None, pos0: int, *, trace: bool = False,
-            prompt_len: int | None = None) -> RunResult:
+            prompt_len: int | None = None, record: dict | None = None) -> RunResult:
         """Run one program. A prefill takes 1..seq_len prompt tokens (`prompt_len` when only
         estimating; default: all of them): see `prompt_chunks`."""
         if phase not in self.programs:
@@ -164,6 +164,7 @@ class Simulator:
         run = ProgramRun(self.programs[phase], self.memory, self.cost, pos0=pos0, inputs=inputs,
                          functional=self.functional, trace=trace,
                          check_finite=self.check_finite, chunks=chunks, last_rows=last_rows)
+        run.record = record
         self.last = run.run()
         return self.last
 
@@ -203,15 +204,17 @@ class Simulator:
         _, outs = self.io(phase)
         return np.asarray(result.outputs[outs["logits"].channel], dtype=np.float32)
 
-    def prefill(self, ids: np.ndarray, *, trace: bool = False) -> tuple[np.ndarray, RunResult]:
+    def prefill(self, ids: np.ndarray, *, trace: bool = False,
+                record: dict | None = None) -> tuple[np.ndarray, RunResult]:
         """Logits of a prompt of 1..seq_len tokens: one row per token, or only the last one's
-        (a bundle compiled with --prefill-logits last)."""
+        (a bundle compiled with --prefill-logits last). `record` collects every message sent
+        (per region and channel: --compare-layers)."""
         ids = np.asarray(ids).reshape(-1)
         self.prompt_chunks(ids.size)
         vocab = self.manifest.model.vocab_size
         if ids.min() < 0 or ids.max() >= vocab:
             raise SimulationError(f"token ids must be in [0, {vocab})")
-        r = self.run("prefill", ids, 0, trace=trace)
+        r = self.run("prefill", ids, 0, trace=trace, record=record)
         logits = self.logits("prefill", r)
         return (logits[-1:] if self.manifest.prefill_logits == "last" else logits[:ids.size]), r
 

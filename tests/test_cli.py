@@ -256,6 +256,7 @@ SIXTEEN = ",".join(str(i) for i in range(16))
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--generate", "-2"], "--generate must be >= 0, got -2"),
     (["--prompt-len", "0"], "--prompt-len must be >= 1, got 0"),
+    (["--compare-layers"], "--compare-layers compares with PyTorch: it needs --check"),
     (["--prompt-len", "2", "--tokens", "1,2,3"], "--prompt-len 2 but --tokens gave 3 ids"),
 ])
 def test_simulate_arguments_are_checked(bundle, args, needle):

@@ -153,6 +153,7 @@ def simulate_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     trace: Optional[Path] = typer.Option(None, help="Write a Chrome/Perfetto trace: prefill, then one decode step (compute and fabric on separate tracks)."),
     prompt_len: Optional[int] = typer.Option(None, help="Prompt tokens, 1 to the compiled --seq-len (default: all of them; random ids, or what --estimate-only models)."),
+    compare_layers: bool = typer.Option(False, help="With --check: compare every kernel's output with torch's activation at its module path and name the first one over tolerance."),
 ) -> None:
     """Run a bundle on the simulated wafer; optionally check it against PyTorch."""
     try:
@@ -162,8 +163,9 @@ def simulate_cmd(
         opts = SimulateOptions(
             bundle=bundle, tokens=None if tokens is None else _parse_tokens(tokens), seed=seed,
             check=check, generate=generate, estimate_only=estimate_only, checkpoint=checkpoint,
-            trace=trace, prompt_len=prompt_len,
+            trace=trace, prompt_len=prompt_len, compare_layers=compare_layers,
         )
+        opts.validate()  # before any note about the options
         for path, option in ((json_out, "--json"), (trace, "--trace")):
             if path is not None:
                 check_file_output(path, option)
@@ -205,8 +207,24 @@ def _print_sim(res: dict) -> None:
                      f"{res['max_abs_err']:.2e}, top-1 agreement {res['top1_agree']:.3f}  {ok}")
     if "tokens_match" in res:
         lines.append(f"generated tokens match torch's greedy decoding: {res['tokens_match']}")
+    if "layers" in res:
+        lines.append(_layers_line(res))
     for line in lines:
         out.print(line, highlight=False, soft_wrap=True)  # a result line stays one line
+
+
+def _layers_line(res: dict) -> str:
+    tol = res["layer_tolerance"]
+    done = [r for r in res["layers"] if "rel_l2_err" in r]
+    head = f"per-kernel numerics: {len(done)} of {len(res['layers'])} kernels compared with torch"
+    bad = res.get("first_bad_kernel")
+    if bad is None:
+        worst = max(done, key=lambda r: r["rel_l2_err"], default=None)
+        return head + (f", all within rel L2 {tol:g} (largest {worst['rel_l2_err']:.2e}, "
+                       f"{worst['kernel']})" if worst else "")
+    row = next(r for r in res["layers"] if r["kernel"] == bad)
+    return (head + f"; first over rel L2 {tol:g}: [red]{escape(bad)}[/] (rel L2 "
+            f"{row['rel_l2_err']:.2e} against the {escape(row['reference'])})")
 
 
 # --- report -----------------------------------------------------------------------------

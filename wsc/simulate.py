@@ -30,12 +30,18 @@ class SimulateOptions:
     checkpoint: Path | None = None
     trace: Path | None = None
     prompt_len: int | None = None  # random prompt length (and what --estimate-only models)
+    compare_layers: bool = False  # with check: every kernel's output against torch
 
     def validate(self) -> None:
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         if self.generate < 0:
             raise UsageError(f"--generate must be >= 0, got {self.generate}")
+        if self.compare_layers and not self.check:
+            raise UsageError("--compare-layers compares with PyTorch: it needs --check")
+        if self.compare_layers and self.estimate_only:
+            raise UsageError("--compare-layers needs the data a functional run moves; "
+                             "--estimate-only moves none", hint="drop --estimate-only")
         if self.prompt_len is not None and self.prompt_len < 1:
             raise UsageError(f"--prompt-len must be >= 1, got {self.prompt_len}")
         if self.prompt_len is not None and self.tokens is not None and len(self.tokens) != self.prompt_len:
@@ -114,6 +120,11 @@ def _run(o: SimulateOptions, t0: float) -> dict:
             res["reference_tokens"] = want
             res["tokens_match"] = want == res["tokens"]
             passed = passed and (res["tokens_match"] or m.dtype != "f32")
+        if o.compare_layers:
+            from wsc.layers import compare_layers
+
+            res.update(compare_layers(sim, ckpt, ids, rel_tol))
+            passed = passed and res["first_bad_kernel"] is None
         res["passed"] = passed
     return res
 
