@@ -296,9 +296,18 @@ class ProgramRun:
         total, _ = transfer_cycles(self.cost, ch.op, dst, (dst.grid[0], 1))  # type: ignore[arg-type]
         if data is not None:
             deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], data, n)  # type: ignore[union-attr]
-        ch.arrivals.append((free + total, (0.0, float(free + total), 0.0)))
+        start = max(free, self._host_ready(ch, n))
+        ch.arrivals.append((start + total, (0.0, float(start + total), 0.0)))
         ch.sent += 1
         return True
+
+    def _host_ready(self, ch: Channel, n: int) -> float:
+        """When the host has message `n` of `ch` (serving.py: a token that depends on an
+        earlier output). A single program's inputs are all there from the start."""
+        return 0.0
+
+    def _output(self, ch: Channel, fr: Frame) -> None:
+        """A message reached the host (serving.py feeds tokens back from here)."""
 
     def _recv(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
         ch = self.channels[ins.channel]
@@ -337,6 +346,7 @@ class ProgramRun:
             self._event(fr, ins, "send", start, fr.clock)
             if fr.clock >= self.output_time:
                 self.output_time, self.output_path = fr.clock, fr.path
+            self._output(ch, fr)
             return
         n = ch.sent
         while ch.slot_free_at(n) is None:  # back-pressure: every FIFO slot is full
@@ -365,7 +375,7 @@ class ProgramRun:
 
     def run(self) -> RunResult:
         self.frames = frames = {r.name: self._frame(r) for r in self.program.regions}
-        gens = {r.name: self._exec(frames[r.name], r.instrs) for r in self.program.regions}
+        gens = {r.name: self._region(frames[r.name], r) for r in self.program.regions}
         blocked: dict[str, Blocked] = {}
         self.runnable.extend(gens)
         while self.runnable:
@@ -394,6 +404,10 @@ class ProgramRun:
         outputs = {c: (np.concatenate(ms, axis=0) if self.functional else None)
                    for c, ms in self.outputs.items()}
         return RunResult(outputs, end, stats, critical, self.events)
+
+    def _region(self, fr: Frame, region: LoadedRegion) -> Iterator[Blocked]:
+        """What one region executes: its program once (serving.py: once per request step)."""
+        return self._exec(fr, region.instrs)
 
     def _unblocked(self, why: Blocked) -> bool:
         ch = self.channels[why.channel]

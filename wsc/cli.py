@@ -153,6 +153,7 @@ def simulate_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     trace: Optional[Path] = typer.Option(None, help="Write a Chrome/Perfetto trace: prefill, then one decode step (compute and fabric on separate tracks)."),
     prompt_len: Optional[int] = typer.Option(None, help="Prompt tokens, 1 to the compiled --seq-len (default: all of them; random ids, or what --estimate-only models)."),
+    requests: Optional[int] = typer.Option(None, help="Model 1, 2, 4, ... up to this many requests in flight (continuous batching): per-request and aggregate tokens/s, time to first token; with --check and --generate, each request's tokens are checked."),
     compare_layers: bool = typer.Option(False, help="With --check: compare every kernel's output with torch's activation at its module path and name the first one over tolerance."),
 ) -> None:
     """Run a bundle on the simulated wafer; optionally check it against PyTorch."""
@@ -164,6 +165,7 @@ def simulate_cmd(
             bundle=bundle, tokens=None if tokens is None else _parse_tokens(tokens), seed=seed,
             check=check, generate=generate, estimate_only=estimate_only, checkpoint=checkpoint,
             trace=trace, prompt_len=prompt_len, compare_layers=compare_layers,
+            requests=requests,
         )
         opts.validate()  # before any note about the options
         for path, option in ((json_out, "--json"), (trace, "--trace")):
@@ -209,8 +211,33 @@ def _print_sim(res: dict) -> None:
         lines.append(f"generated tokens match torch's greedy decoding: {res['tokens_match']}")
     if "layers" in res:
         lines.append(_layers_line(res))
+    if "requests_check" in res:
+        ok = res["requests_check"]["tokens_match"]
+        lines.append(f"{len(ok)} requests, decode steps interleaved: {sum(ok)} of them generate "
+                     f"torch's greedy tokens")
+    if "requests" in res:
+        lines += _requests_lines(res["requests"])
     for line in lines:
         out.print(line, highlight=False, soft_wrap=True)  # a result line stays one line
+
+
+def _requests_lines(q: dict) -> list[str]:
+    t = q["targets"]
+    lines = [f"requests in flight (prompt {q['prompt_len']} tokens, decode from KV position "
+             f"{q['decode_position']}; the plan holds the KV caches of "
+             f"{'any number of' if q['kv_capacity'] is None else q['kv_capacity']} requests):",
+             f"{'requests':>8} {'tok/s per request':>18} {'aggregate tok/s':>16} {'TTFT':>11} "
+             f"{'decode stall':>13} {'bound per request':>17}  KV fits"]
+    for r in q["rows"]:
+        lines.append(f"{r['requests']:>8} {r['per_request_tokens_per_s']:>18,.0f} "
+                     f"{r['aggregate_tokens_per_s']:>16,.0f} {r['ttft_s'] * 1e3:>8.3f} ms "
+                     f"{r['decode_stall_s'] * 1e3:>10.3f} ms {1 / r['bound_period_s']:>11,.0f} tok/s"
+                     f"  {'yes' if r['kv_fits'] else 'no: replan'}")
+    lines.append(f"users served at >= {t['per_request_tokens_per_s']:,.0f} tok/s each and < "
+                 f"{t['ttft_s'] * 1e3:.0f} ms to first token: {q['users_served']}"
+                 + (f" ({q['users_served_if_kv_fit']} if the plan held their KV caches)"
+                    if q["users_served_if_kv_fit"] != q["users_served"] else ""))
+    return lines
 
 
 def _layers_line(res: dict) -> str:

@@ -31,6 +31,7 @@ class SimulateOptions:
     trace: Path | None = None
     prompt_len: int | None = None  # random prompt length (and what --estimate-only models)
     compare_layers: bool = False  # with check: every kernel's output against torch
+    requests: int | None = None  # model up to this many requests in flight (wsc/requests.py)
 
     def validate(self) -> None:
         if self.seed < 0:
@@ -42,6 +43,14 @@ class SimulateOptions:
         if self.compare_layers and self.estimate_only:
             raise UsageError("--compare-layers needs the data a functional run moves; "
                              "--estimate-only moves none", hint="drop --estimate-only")
+        if self.requests is not None and self.requests < 1:
+            raise UsageError(f"--requests must be >= 1, got {self.requests}")
+        if self.requests and self.requests > 1 and self.tokens is not None and not self.estimate_only:
+            raise UsageError("--requests gives every request a random prompt of its own; "
+                             "--tokens would be one of them", hint="use --prompt-len and --seed")
+        if self.requests and self.check and not self.estimate_only and self.generate < 1:
+            raise UsageError("--requests with --check compares every request's generated "
+                             "tokens with torch's", hint="add --generate K")
         if self.prompt_len is not None and self.prompt_len < 1:
             raise UsageError(f"--prompt-len must be >= 1, got {self.prompt_len}")
         if self.prompt_len is not None and self.tokens is not None and len(self.tokens) != self.prompt_len:
@@ -79,6 +88,12 @@ def simulate(o: SimulateOptions) -> dict:
     t0 = time.perf_counter()
     o.validate()
     res = _estimate(o, t0) if o.estimate_only else _run(o, t0)
+    if o.requests:
+        from wsc.requests import requests_table
+
+        n = res["prompt_len"]
+        res["requests"] = requests_table(Simulator.open(o.bundle, functional=False), o.requests, n)
+        res["sim_wall_s"] = time.perf_counter() - t0
     res["bundle_digest"] = bundle_digest(o.bundle)  # the bundle was verified as it was opened
     return res
 
@@ -120,6 +135,14 @@ def _run(o: SimulateOptions, t0: float) -> dict:
             res["reference_tokens"] = want
             res["tokens_match"] = want == res["tokens"]
             passed = passed and (res["tokens_match"] or m.dtype != "f32")
+        if o.requests:
+            from wsc.requests import check_requests
+
+            rng_prompts = [ids] + [np.random.default_rng(o.seed + r).integers(
+                0, m.model.vocab_size, size=len(ids)) for r in range(1, o.requests)]
+            fun = check_requests(sim, ckpt, rng_prompts, o.generate)
+            res["requests_check"] = fun
+            passed = passed and (all(fun["tokens_match"]) or m.dtype != "f32")
         if o.compare_layers:
             from wsc.layers import compare_layers
 
