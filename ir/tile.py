@@ -190,6 +190,9 @@ class RegionOp(TileOp):
     # disjoint offsets and their programs run in sequence, time-multiplexed (DESIGN §4 as
     # amended by layer folding, passes/plan.py)
     stack = opt_prop_def(StringAttr)
+    # the module path of the op whose value the region's first result is: the last op fused
+    # into its epilogue (an activation's module, say), when that is not the kernel's own
+    result_module = opt_prop_def(StringAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator(), IsolatedFromAbove(), SymbolOpInterface())
     assembly_format = "$sym_name attr-dict-with-keyword $body"
@@ -248,10 +251,14 @@ class ChannelOp(TileOp):
 
 @irdl_op_definition
 class LoopOp(TileOp):
-    """Repeat the body `count` times."""
+    """Repeat the body `count` times.
+
+    `chunks` marks a chunked prefill's loop over the prompt's chunks: `count` is the compiled
+    number, and a shorter prompt runs only the chunks it fills (the host says how many)."""
 
     name = "wsc.tile.loop"
     count = prop_def(IntegerAttr)
+    chunks = opt_prop_def(UnitAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
     assembly_format = "attr-dict-with-keyword $body"
@@ -364,7 +371,9 @@ class SendOp(TileOp):
 @irdl_op_definition
 class RecvOp(TileOp):
     """Take the oldest message of `channel` out of its FIFO into `dst` (per `dst`'s layout);
-    `slice = [r0, r1, c0, c1]` is the window of the sent matrix this region takes.
+    `slice = [r0, r1, c0, c1]` is the window of the sent matrix this region takes;
+    `last_valid` makes its rows the last valid row of the message instead (a one-row window:
+    a prompt shorter than the compiled length leaves rows of its final chunk unused).
 
     The FIFO is a buffer of this region, `[depth, *tile]` in `dst`'s dtype, declared with
     `fifo = channel`: senders write messages into its slots as they arrive (a sender whose
@@ -375,6 +384,7 @@ class RecvOp(TileOp):
     dst = operand_def(BUF)
     channel = prop_def(StringAttr)
     window = opt_prop_def(DenseArrayBase, prop_name="slice")
+    last_valid = opt_prop_def(UnitAttr)
     assembly_format = "$fifo `->` $dst attr-dict"
 
     def verify_(self) -> None:

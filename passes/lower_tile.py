@@ -124,12 +124,12 @@ def inbound(kg: KernelGraph, ctx: LowerCtx, phase: str) -> dict[str, dict]:
     tokens = ctx.tokens(phase)
     out: dict[str, dict] = {k.kernel_name: {} for k in kg.kernels}
     for e in kg.edges:
-        window = None
+        window, last = None, False
         if phase == "prefill" and by_name[e.dst].last_row is not None:
-            window = (tokens - 1, tokens, *edge_cols(e, kg))  # the last row only
+            window, last = (tokens - 1, tokens, *edge_cols(e, kg)), True  # the last row only
         elif e.cols is not None:
             window = (0, tokens, e.cols[0], e.cols[1])
-        out[e.dst][e.slot] = Inbound(e.channel, window, depth.get(e, 1))
+        out[e.dst][e.slot] = Inbound(e.channel, window, depth.get(e, 1), last)
     return out
 
 

@@ -36,6 +36,7 @@ class Inbound:
     channel: str
     window: tuple[int, int, int, int] | None = None
     depth: int = 1
+    last_valid: bool = False  # the window is the last valid row of each message
 
 
 @dataclass
@@ -76,6 +77,7 @@ class RegionBuilder:
     bufs: list[_Buf] = field(default_factory=list)
     shards: list[WeightShard] = field(default_factory=list)
     recv_repeat: int = 1  # receive every message this many times, keeping the last
+    result_module: str = ""  # module path of the op that makes the first result (RegionOp)
     _blocks: list[Block] = field(default_factory=list)
     _scratch: dict[tuple, SSAValue] = field(default_factory=dict)
 
@@ -156,14 +158,19 @@ class RegionBuilder:
         return self.emit(cls.create(operands=list(operands), properties=p))
 
     @contextmanager
-    def loop(self, count: int) -> Iterator[None]:
+    def loop(self, count: int, *, chunks: bool = False) -> Iterator[None]:
+        """Repeat what the body emits `count` times; `chunks`: once per prompt chunk, so a
+        shorter prompt runs fewer iterations (LoopOp)."""
         if count <= 1:
             yield
             return
         self._blocks.append(Block())
         yield
         body = self._blocks.pop()
-        self.emit(t.LoopOp.create(properties={"count": _i(count)}, regions=[Region(body)]))
+        props: dict = {"count": _i(count)}
+        if chunks:
+            props["chunks"] = UnitAttr()
+        self.emit(t.LoopOp.create(properties=props, regions=[Region(body)]))
 
     def recv(self, buf: SSAValue, slot: Slot) -> None:
         """Receive `buf` from the operand `slot`, through a FIFO of its own."""
@@ -172,9 +179,10 @@ class RegionBuilder:
         lay = b.layout.data if b.layout is not None else None
         fifo = self.buffer(f"fifo_{slot[0]}{slot[1]}", (src.depth, *b.dims), b.dtype_str,
                            layout=lay, fifo=src.channel)
-        with self.loop(self.recv_repeat):
+        with self.loop(self.recv_repeat, chunks=True):  # one message per prompt chunk
             self.op(t.RecvOp, [fifo, buf], channel=src.channel,
-                    slice=ints(src.window) if src.window is not None else None)
+                    slice=ints(src.window) if src.window is not None else None,
+                    last_valid=src.last_valid)
 
     # --- collectives ------------------------------------------------------------------------
 
@@ -248,6 +256,8 @@ class RegionBuilder:
             props["module"] = StringAttr(self.module_path)
         if stack is not None:
             props["stack"] = StringAttr(stack)
+        if self.result_module and self.result_module != self.module_path:
+            props["result_module"] = StringAttr(self.result_module)
         return t.RegionOp.create(properties=props, regions=[Region(body)])
 
 

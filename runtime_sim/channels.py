@@ -43,6 +43,7 @@ class Endpoint:
     layout: Layout
     window: tuple[int, int, int, int] | None
     grid: tuple[int, int]
+    last_valid: bool = False  # the window's row is the message's last valid row (RecvOp)
 
     @property
     def depth(self) -> int:
@@ -90,7 +91,8 @@ def endpoints(regions, channels: dict[str, t.ChannelOp]) -> dict[str, Endpoint]:
                 if dst.layout is None:
                     raise SimulationError(f"region {r.name}: received buffer {dst.sym.data} has no layout")
                 window = get_ints(op.window) if op.window is not None else None
-                out[op.channel.data] = Endpoint(r.name, fifo, dst.layout.data, window, r.grid)  # type: ignore[arg-type]
+                out[op.channel.data] = Endpoint(r.name, fifo, dst.layout.data, window, r.grid,  # type: ignore[arg-type]
+                                                op.last_valid is not None)
     return out
 
 
@@ -135,11 +137,15 @@ def gather(fr: Frame, b: Buffer) -> np.ndarray:
     return g
 
 
-def deliver(ch: Channel, fifo: Buffer, g: np.ndarray, n: int) -> None:
-    """Write message `n` (a global matrix) into its FIFO slot, as the receiver's tile."""
+def deliver(ch: Channel, fifo: Buffer, g: np.ndarray, n: int, valid_rows: int | None = None) -> None:
+    """Write message `n` (a global matrix) into its FIFO slot, as the receiver's tile.
+    `valid_rows`: how many of its rows hold prompt tokens (a short prompt's final chunk), where
+    a `last_valid` window takes the last of them."""
     dst = ch.dst
     if dst.window is not None:  # type: ignore[union-attr]
         r0, r1, c0, c1 = dst.window  # type: ignore[union-attr]
+        if dst.last_valid and valid_rows is not None:  # type: ignore[union-attr]
+            r0, r1 = valid_rows - 1, valid_rows
         g = g[r0:r1, c0:c1]
     if tuple(g.shape) != dst.layout.shape:  # type: ignore[union-attr]
         raise SimulationError(

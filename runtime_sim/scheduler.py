@@ -51,7 +51,8 @@ def compile_ops(ops) -> list[Instr]:
             count = op.count.value.data
             out.append(Instr(op, "loop", lambda fr: None, lambda fr: 0.0, body=body,
                              count=count, cannon=cannon.recognize(body, count),
-                             ring=ring.recognize(body, count)))
+                             ring=ring.recognize(body, count),
+                             label="chunks" if op.chunks is not None else ""))
             continue
         compiler = COMPILERS.get(type(op))
         if compiler is None:
@@ -138,10 +139,18 @@ class Blocked:
 class ProgramRun:
     def __init__(self, program: LoadedProgram, memory: dict[str, RegionMemory], cost: CostModel,
                  *, pos0: int, inputs: dict[str, list[np.ndarray] | None], functional: bool = True,
-                 trace: bool = False, check_finite: bool = True):
+                 trace: bool = False, check_finite: bool = True, chunks: int | None = None,
+                 last_rows: int | None = None):
         """`inputs` maps each host channel to the messages the host sends on it, in order
-        (one per prefill chunk); None means "as many as asked for" when only estimating."""
+        (one per prefill chunk); None means "as many as asked for" when only estimating.
+        A prompt shorter than the compiled one runs `chunks` chunks (the loops marked
+        `chunks`), of which the last holds `last_rows` prompt tokens (the rest is padding,
+        which causal masking keeps out of every real token's result)."""
         self.program = program
+        self.chunks = chunks
+        self.last_rows = last_rows
+        # functional: every message sent, per (region, channel), in order (--compare-layers)
+        self.record: dict[tuple[str, str], list[np.ndarray]] | None = None
         self.memory = memory
         self.cost = cost
         self.pos0 = pos0
@@ -218,14 +227,14 @@ class ProgramRun:
         the first few repeat the same timing, so the rest are added in one step. The step
         spans two iterations (a double-buffered body alternates between two buffers) and an
         even number of iterations is skipped, so buffer swaps end where they would."""
-        count = ins.count
+        count = self.chunks if ins.label == "chunks" and self.chunks is not None else ins.count
         shortcut = (not fr.functional and count > self.STEADY + 2
                     and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
         if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
             with np.errstate(all="ignore"):  # NaN/Inf is checked, not warned
                 blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
             fr.deferred = ins.cannon.matmul
-            yield from self._bookkeeping_steps(fr, ins)
+            yield from self._bookkeeping_steps(fr, ins, count)
             fr.deferred = None
             cannon.add_into(fr, ins.cannon, blocks)
             if self.check_finite:
@@ -235,7 +244,7 @@ class ProgramRun:
             with np.errstate(all="ignore"):  # as in _step: NaN/Inf is checked, not warned
                 state = ring.compute(fr, ins.ring, count, self.check_finite)
             fr.deferred = ins.ring.attend  # the steps still run, for time and moves
-            yield from self._bookkeeping_steps(fr, ins)
+            yield from self._bookkeeping_steps(fr, ins, count)
             fr.deferred = None
             ring.finish(fr, ins.ring, count, state)
             return
@@ -261,7 +270,7 @@ class ProgramRun:
         fr.clock += n * d_clock
         fr.hold()
 
-    def _bookkeeping_steps(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
+    def _bookkeeping_steps(self, fr: Frame, ins: Instr, count: int) -> Iterator[Blocked]:
         """The steps of a loop whose data is computed in bulk (cannon.py, ring.py): what is
         left of them is timing and lazy moves (shifts add to a buffer's rotation, swaps trade
         storages), the same every period of two iterations once the loop is in steady state.
@@ -270,7 +279,7 @@ class ProgramRun:
         amounts and left every buffer on the same storage, every remaining period would do
         the same again (each op's effect is a fixed shift of a value another op left), so
         the rest is added in one step. Otherwise, or with a trace, every step runs."""
-        count, body = ins.count, ins.body
+        body = ins.body
         done = 0
         if (not self.trace and count >= self.STEADY + 6
                 and all(i.kind not in ("recv", "send", "loop", "advance") for i in body)):
@@ -365,9 +374,18 @@ class ProgramRun:
         total, _ = transfer_cycles(self.cost, ch.op, dst, (dst.grid[0], 1))  # type: ignore[arg-type]
         if data is not None:
             deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], data, n)  # type: ignore[union-attr]
-        ch.arrivals.append((free + total, (0.0, float(free + total), 0.0)))
+        start = max(free, self._host_ready(ch, n))
+        ch.arrivals.append((start + total, (0.0, float(start + total), 0.0)))
         ch.sent += 1
         return True
+
+    def _host_ready(self, ch: Channel, n: int) -> float:
+        """When the host has message `n` of `ch` (serving.py: a token that depends on an
+        earlier output). A single program's inputs are all there from the start."""
+        return 0.0
+
+    def _output(self, ch: Channel, fr: Frame) -> None:
+        """A message reached the host (serving.py feeds tokens back from here)."""
 
     def _recv(self, fr: Frame, ins: Instr) -> Iterator[Blocked]:
         ch = self.channels[ins.channel]
@@ -403,12 +421,13 @@ class ProgramRun:
             start = fr.turn(self._ready(fr, ins))
             fr.advance(start - fr.clock, 2)
             if fr.functional:
-                self.outputs.setdefault(ch.name, []).append(gather(fr, b))
+                self.outputs.setdefault(ch.name, []).append(self._sent(fr, ins, gather(fr, b)))
             fr.advance(self.cost.stream(ch.op.nbytes.value.data, 0, lanes=fr.grid[0]), 1)
             fr.hold()
             self._event(fr, ins, "send", start, fr.clock)
             if fr.clock >= self.output_time:
                 self.output_time, self.output_path = fr.clock, fr.path
+            self._output(ch, fr)
             return
         n = ch.sent
         while ch.slot_free_at(n) is None:  # back-pressure: every FIFO slot is full
@@ -417,7 +436,9 @@ class ProgramRun:
         fr.advance(start - fr.clock, 2)
         if fr.functional:
             dst = ch.dst
-            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result], gather(fr, b), n)
+            final = self.last_rows is not None and n == (self.chunks or 1) - 1
+            deliver(ch, self.frames[dst.region].bufs[dst.fifo.result],
+                    self._sent(fr, ins, gather(fr, b)), n, self.last_rows if final else None)
         total, body = transfer_cycles(self.cost, ch.op, ch.dst, fr.grid)
         path = (fr.path[0], fr.path[1] + total, fr.path[2])
         fr.advance(body, 1)  # the sender streams the data out
@@ -427,11 +448,16 @@ class ProgramRun:
         ch.sent += 1
         self._wake("recv", ch.name)
 
+    def _sent(self, fr: Frame, ins: Instr, g: np.ndarray) -> np.ndarray:
+        if self.record is not None:
+            self.record.setdefault((fr.region, ins.channel), []).append(g)
+        return g
+
     # --- all regions ----------------------------------------------------------------------
 
     def run(self) -> RunResult:
         self.frames = frames = {r.name: self._frame(r) for r in self.program.regions}
-        gens = {r.name: self._exec(frames[r.name], r.instrs) for r in self.program.regions}
+        gens = {r.name: self._region(frames[r.name], r) for r in self.program.regions}
         blocked: dict[str, Blocked] = {}
         self.runnable.extend(gens)
         while self.runnable:
@@ -460,6 +486,10 @@ class ProgramRun:
         outputs = {c: (np.concatenate(ms, axis=0) if self.functional else None)
                    for c, ms in self.outputs.items()}
         return RunResult(outputs, end, stats, critical, self.events)
+
+    def _region(self, fr: Frame, region: LoadedRegion) -> Iterator[Blocked]:
+        """What one region executes: its program once (serving.py: once per request step)."""
+        return self._exec(fr, region.instrs)
 
     def _unblocked(self, why: Blocked) -> bool:
         ch = self.channels[why.channel]

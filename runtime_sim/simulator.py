@@ -19,7 +19,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from wsc.errors import BundleError, SimulationError
 from wsc.ir import parse_module
-from wsc.ir.tile import programs, verify_on_mesh, verify_persistent
+from wsc.ir.tile import LoopOp, RecvOp, programs, verify_on_mesh, verify_persistent
 from wsc.bundle_format import PLACEMENT, PROGRAM, WEIGHTS, Bundle, Manifest, check_shard, open_bundle
 from wsc.machine.colors import color_violations
 from wsc.runtime_sim import cannon
@@ -73,6 +73,7 @@ class Simulator:
             self._allocate()
             self._load_weights(weights)
         self.last: RunResult | None = None
+        self._varlen: bool | None = None
 
     @classmethod
     def open(cls, bundle_path, *, functional: bool = True, check_finite: bool = True) -> Simulator:
@@ -140,41 +141,84 @@ class Simulator:
     def io(self, phase: str):
         return self.manifest.io(phase)
 
-    def run(self, phase: str, ids: np.ndarray | None, pos0: int, *, trace: bool = False) -> RunResult:
+    def run(self, phase: str, ids: np.ndarray | None, pos0: int, *, trace: bool = False,
+            prompt_len: int | None = None, record: dict | None = None) -> RunResult:
+        """Run one program. A prefill takes 1..seq_len prompt tokens (`prompt_len` when only
+        estimating; default: all of them): see `prompt_chunks`."""
         if phase not in self.programs:
             raise SimulationError(
                 f"bundle has no {phase} program (it has {', '.join(sorted(self.programs))})"
             )
         ins, _ = self.io(phase)
         spec = ins["ids"]
+        step = spec.shape[0]
         inputs: dict = {spec.channel: None}
+        chunks = last_rows = None
+        if phase == "prefill":
+            n = (len(np.asarray(ids).reshape(-1)) if ids is not None and self.functional
+                 else self.manifest.seq_len if prompt_len is None else prompt_len)
+            chunks, last_rows = self.prompt_chunks(n)
         if self.functional:  # the host sends the prompt one chunk at a time
             arr = np.asarray(ids, dtype=np.int32).reshape(-1, 1)
-            step = spec.shape[0]
+            if chunks is not None and arr.shape[0] < chunks * step:  # pad the final chunk
+                arr = np.concatenate([arr, np.zeros((chunks * step - arr.shape[0], 1), np.int32)])
             inputs[spec.channel] = [arr[i:i + step] for i in range(0, len(arr), step)]
         run = ProgramRun(self.programs[phase], self.memory, self.cost, pos0=pos0, inputs=inputs,
                          functional=self.functional, trace=trace,
-                         check_finite=self.check_finite)
+                         check_finite=self.check_finite, chunks=chunks, last_rows=last_rows)
+        run.record = record
         self.last = run.run()
         return self.last
+
+    def prompt_chunks(self, n: int) -> tuple[int, int]:
+        """How a prompt of `n` tokens (1..seq_len) runs: as the first ceil(n / chunk) of the
+        compiled chunks, the last of them holding `n - (chunks - 1) * chunk` tokens and
+        padding behind them. Padding sits after every prompt token, so causal masking keeps
+        it out of their results; the KV cache entries it leaves are overwritten by decode
+        before any query can see them (a decode step at position p attends to 0..p only).
+        Returns (chunks, tokens in the last chunk)."""
+        seq, step = self.manifest.seq_len, self.manifest.inputs["prefill"]["ids"].shape[0]
+        if not 1 <= n <= seq:
+            raise SimulationError(
+                f"this bundle's prefill takes 1 to {seq} prompt tokens, got {n}",
+                hint=f"pass at most {seq} token ids, or recompile with --seq-len {n}")
+        chunks = -(-n // step)
+        if n < seq and not self._variable_length():
+            raise SimulationError(
+                f"this bundle's prefill takes exactly {seq} tokens (it was compiled by a wsc "
+                f"without variable prompt lengths), got {n}", hint="recompile the bundle")
+        return chunks, n - (chunks - 1) * step
+
+    def _variable_length(self) -> bool:
+        """Whether the prefill program marks what a shorter prompt changes: its loops over
+        the chunks, and the receives that take the last valid row (a last-logits head)."""
+        if self._varlen is None:
+            m = self.manifest
+            ops = [op for r in self.programs["prefill"].regions for op in r.op.walk()]
+            loops = m.seq_len // m.inputs["prefill"]["ids"].shape[0] == 1 or any(
+                isinstance(op, LoopOp) and op.chunks is not None for op in ops)
+            last = m.prefill_logits != "last" or any(
+                isinstance(op, RecvOp) and op.last_valid is not None for op in ops)
+            self._varlen = loops and last
+        return self._varlen
 
     def logits(self, phase: str, result: RunResult) -> np.ndarray:
         _, outs = self.io(phase)
         return np.asarray(result.outputs[outs["logits"].channel], dtype=np.float32)
 
-    def prefill(self, ids: np.ndarray, *, trace: bool = False) -> tuple[np.ndarray, RunResult]:
+    def prefill(self, ids: np.ndarray, *, trace: bool = False,
+                record: dict | None = None) -> tuple[np.ndarray, RunResult]:
+        """Logits of a prompt of 1..seq_len tokens: one row per token, or only the last one's
+        (a bundle compiled with --prefill-logits last). `record` collects every message sent
+        (per region and channel: --compare-layers)."""
         ids = np.asarray(ids).reshape(-1)
-        seq = self.manifest.seq_len
-        if ids.size != seq:
-            raise SimulationError(
-                f"this bundle's prefill program takes {seq} tokens, got {ids.size}",
-                hint=f"pass exactly {seq} token ids, or recompile with --seq-len {ids.size}",
-            )
+        self.prompt_chunks(ids.size)
         vocab = self.manifest.model.vocab_size
         if ids.min() < 0 or ids.max() >= vocab:
             raise SimulationError(f"token ids must be in [0, {vocab})")
-        r = self.run("prefill", ids, 0, trace=trace)
-        return self.logits("prefill", r), r
+        r = self.run("prefill", ids, 0, trace=trace, record=record)
+        logits = self.logits("prefill", r)
+        return (logits[-1:] if self.manifest.prefill_logits == "last" else logits[:ids.size]), r
 
     def decode(self, token: int, pos: int, *, trace: bool = False) -> tuple[np.ndarray, RunResult]:
         r = self.run("decode", np.array([token]), pos, trace=trace)
@@ -200,6 +244,6 @@ class Simulator:
             gen.step_logits.append(step[-1])
         return gen
 
-    def estimate(self, phase: str, pos0: int = 0) -> RunResult:
+    def estimate(self, phase: str, pos0: int = 0, prompt_len: int | None = None) -> RunResult:
         """Modeled timing only: the programs run without moving data."""
-        return self.run(phase, None, pos0)
+        return self.run(phase, None, pos0, prompt_len=prompt_len)

@@ -73,8 +73,21 @@ def test_simulate_estimate_only(bundle):
     assert r.returncode == 0 and "tokens/s" in r.stdout
 
 
-def test_explicit_tokens_of_the_wrong_length(bundle):
-    assert_clean_error(wsc("simulate", bundle, "--tokens", "1,2,3"), "takes 16 tokens")
+def test_a_prompt_longer_than_compiled_is_refused(bundle):
+    assert_clean_error(wsc("simulate", bundle, "--tokens", ",".join(["1"] * 17)),
+                       "the prompt has 17 tokens, this bundle's prefill takes at most 16",
+                       "recompile with --seq-len 17")
+    assert_clean_error(wsc("simulate", bundle, "--estimate-only", "--prompt-len", "17"),
+                       "takes at most 16")
+
+
+def test_a_shorter_prompt_runs(bundle, tmp_path):
+    out = tmp_path / "r.json"
+    r = wsc("simulate", bundle, "--tokens", "1,2,3", "--check", "--generate", "4", "--json", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["prompt_len"] == 3 and res["passed"] and res["tokens_match"]
+    assert "prefill of 3 tokens" in r.stdout
 
 
 def test_unsupported_op_names_op_and_module(tmp_path):
@@ -242,6 +255,9 @@ SIXTEEN = ",".join(str(i) for i in range(16))
      "id 99999999999999999999 is not in this model's vocabulary [0, 256)"),
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--generate", "-2"], "--generate must be >= 0, got -2"),
+    (["--prompt-len", "0"], "--prompt-len must be >= 1, got 0"),
+    (["--compare-layers"], "--compare-layers compares with PyTorch: it needs --check"),
+    (["--prompt-len", "2", "--tokens", "1,2,3"], "--prompt-len 2 but --tokens gave 3 ids"),
 ])
 def test_simulate_arguments_are_checked(bundle, args, needle):
     r = wsc("simulate", bundle, *args)

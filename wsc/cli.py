@@ -155,6 +155,9 @@ def simulate_cmd(
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint for --check (default: the one the bundle was compiled from)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     trace: Optional[Path] = typer.Option(None, help="Write a Chrome/Perfetto trace: prefill, then one decode step (compute and fabric on separate tracks)."),
+    prompt_len: Optional[int] = typer.Option(None, help="Prompt tokens, 1 to the compiled --seq-len (default: all of them; random ids, or what --estimate-only models)."),
+    requests: Optional[int] = typer.Option(None, help="Model 1, 2, 4, ... up to this many requests in flight (continuous batching): per-request and aggregate tokens/s, time to first token; with --check and --generate, each request's tokens are checked."),
+    compare_layers: bool = typer.Option(False, help="With --check: compare every kernel's output with torch's activation at its module path and name the first one over tolerance."),
 ) -> None:
     """Run a bundle on the simulated wafer; optionally check it against PyTorch."""
     try:
@@ -164,8 +167,10 @@ def simulate_cmd(
         opts = SimulateOptions(
             bundle=bundle, tokens=None if tokens is None else _parse_tokens(tokens), seed=seed,
             check=check, generate=generate, estimate_only=estimate_only, checkpoint=checkpoint,
-            trace=trace,
+            trace=trace, prompt_len=prompt_len, compare_layers=compare_layers,
+            requests=requests,
         )
+        opts.validate()  # before any note about the options
         for path, option in ((json_out, "--json"), (trace, "--trace")):
             if path is not None:
                 check_file_output(path, option)
@@ -196,8 +201,8 @@ def _note_ignored(**given: bool) -> None:
 
 
 def _print_sim(res: dict) -> None:
-    lines = [f"prefill: {res['cycles']:.0f} cycles = {res['latency_s'] * 1e3:.3f} ms modeled "
-             f"(simulated in {res['sim_wall_s']:.2f}s)"]
+    lines = [f"prefill of {res['prompt_len']} tokens: {res['cycles']:.0f} cycles = "
+             f"{res['latency_s'] * 1e3:.3f} ms modeled (simulated in {res['sim_wall_s']:.2f}s)"]
     if "tokens_per_s" in res:
         lines.append(f"decode: time to first token {res['ttft_s'] * 1e3:.3f} ms, "
                      f"{res['tokens_per_s']:.0f} tokens/s modeled")
@@ -207,8 +212,49 @@ def _print_sim(res: dict) -> None:
                      f"{res['max_abs_err']:.2e}, top-1 agreement {res['top1_agree']:.3f}  {ok}")
     if "tokens_match" in res:
         lines.append(f"generated tokens match torch's greedy decoding: {res['tokens_match']}")
+    if "layers" in res:
+        lines.append(_layers_line(res))
+    if "requests_check" in res:
+        ok = res["requests_check"]["tokens_match"]
+        lines.append(f"{len(ok)} requests, decode steps interleaved: {sum(ok)} of them generate "
+                     f"torch's greedy tokens")
+    if "requests" in res:
+        lines += _requests_lines(res["requests"])
     for line in lines:
         out.print(line, highlight=False, soft_wrap=True)  # a result line stays one line
+
+
+def _requests_lines(q: dict) -> list[str]:
+    t = q["targets"]
+    lines = [f"requests in flight (prompt {q['prompt_len']} tokens, decode from KV position "
+             f"{q['decode_position']}; the plan holds the KV caches of "
+             f"{'any number of' if q['kv_capacity'] is None else q['kv_capacity']} requests):",
+             f"{'requests':>8} {'tok/s per request':>18} {'aggregate tok/s':>16} {'TTFT':>11} "
+             f"{'decode stall':>13} {'bound per request':>17}  KV fits"]
+    for r in q["rows"]:
+        lines.append(f"{r['requests']:>8} {r['per_request_tokens_per_s']:>18,.0f} "
+                     f"{r['aggregate_tokens_per_s']:>16,.0f} {r['ttft_s'] * 1e3:>8.3f} ms "
+                     f"{r['decode_stall_s'] * 1e3:>10.3f} ms {1 / r['bound_period_s']:>11,.0f} tok/s"
+                     f"  {'yes' if r['kv_fits'] else 'no: replan'}")
+    lines.append(f"users served at >= {t['per_request_tokens_per_s']:,.0f} tok/s each and < "
+                 f"{t['ttft_s'] * 1e3:.0f} ms to first token: {q['users_served']}"
+                 + (f" ({q['users_served_if_kv_fit']} if the plan held their KV caches)"
+                    if q["users_served_if_kv_fit"] != q["users_served"] else ""))
+    return lines
+
+
+def _layers_line(res: dict) -> str:
+    tol = res["layer_tolerance"]
+    done = [r for r in res["layers"] if "rel_l2_err" in r]
+    head = f"per-kernel numerics: {len(done)} of {len(res['layers'])} kernels compared with torch"
+    bad = res.get("first_bad_kernel")
+    if bad is None:
+        worst = max(done, key=lambda r: r["rel_l2_err"], default=None)
+        return head + (f", all within rel L2 {tol:g} (largest {worst['rel_l2_err']:.2e}, "
+                       f"{worst['kernel']})" if worst else "")
+    row = next(r for r in res["layers"] if r["kernel"] == bad)
+    return (head + f"; first over rel L2 {tol:g}: [red]{escape(bad)}[/] (rel L2 "
+            f"{row['rel_l2_err']:.2e} against the {escape(row['reference'])})")
 
 
 # --- report -----------------------------------------------------------------------------

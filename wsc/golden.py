@@ -51,3 +51,52 @@ def reference_generate(checkpoint: str | Path, ids: np.ndarray, steps: int, *,
             tokens.append(int(torch.argmax(logits)))
             seq = torch.cat([seq, seq.new_tensor([[tokens[-1]]])], dim=1)
     return tokens
+
+
+def reference_activations(checkpoint: str | Path, ids: np.ndarray,
+                          wanted: list[tuple[str, str]], *,
+                          attn_implementation: str = "eager") -> dict[tuple[str, str], np.ndarray]:
+    """Torch eager's activations at module paths, by forward hooks: for each (path, "input")
+    the module's first input, for each (path, "output") its output (the first element of a
+    tuple), as `[S, features]` fp32. A path the model lacks, or a module called more than
+    once in the forward pass (its activation would be ambiguous), is left out."""
+    model = _loaded(str(checkpoint), attn_implementation).model
+    modules = dict(model.named_modules())
+    got: dict[tuple[str, str], list] = {}
+    handles = []
+
+    def first_tensor(x, kwargs=None):
+        if isinstance(x, torch.Tensor):
+            return x
+        for v in list(x if isinstance(x, (tuple, list)) else ()) + list((kwargs or {}).values()):
+            if isinstance(v, torch.Tensor):
+                return v
+        return None
+
+    for path, side in wanted:
+        mod = modules.get(path)
+        if mod is None:
+            continue
+        key = (path, side)
+        if side == "input":
+            def pre(m, args, kwargs, key=key):
+                got.setdefault(key, []).append(first_tensor(args, kwargs))
+            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+        else:
+            def post(m, args, out, key=key):
+                got.setdefault(key, []).append(first_tensor(out))
+            handles.append(mod.register_forward_hook(post))
+    try:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(ids, dtype=np.int64).reshape(1, -1))
+            model(input_ids=x, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for key, vals in got.items():
+        if len(vals) != 1 or vals[0] is None:
+            continue
+        v = vals[0].detach().float()
+        out[key] = v.reshape(-1, v.shape[-1]).numpy()
+    return out

@@ -158,12 +158,18 @@ def _numerics(sim: dict) -> str:
                           ("max_abs_err", "max abs error", "{:.3e}"),
                           ("top1_agree", "top-1 agreement", "{:.4f}"),
                           ("tokens_match", "generated tokens match transformers", "{}"),
+                          ("layers_compared", "kernels compared with torch (--compare-layers)", "{}"),
                           ("ttft_s", "time to first token (simulated run)", None),
                           ("tokens_per_s", "tokens/s (simulated run)", "rate")):
         if key in sim:
             v = sim[key]
             text = fmt_seconds(v) if f is None else fmt_rate(v) if f == "rate" else f.format(v)
             rows.append(f"<tr><th>{label}</th><td>{_n(text)}</td></tr>")
+    if "layers_compared" in sim:
+        bad = sim.get("first_bad_kernel")
+        text = (f"none (rel L2 ≤ {sim.get('layer_tolerance', 0):g})" if bad is None else bad)
+        rows.append(f'<tr><th>first kernel over tolerance</th><td class="{"pass" if bad is None else "fail"}">'
+                    f'{_e(text)}</td></tr>')
     return (f'<div class="numerics"><div class="label">Numerics vs PyTorch {verdict}</div>'
             f'<table class="kv">{"".join(rows)}</table></div>')
 
@@ -264,7 +270,21 @@ def _cycles(ph: dict | None) -> str:
     return f'<td data-v="{ph["cycles"] if ph else -1}">{fmt_int(ph["cycles"] if ph else None)}</td>'
 
 
-def _kernel_row(i: int, k: dict, group: int) -> str:
+ERROR_HEAD = "rel L2 vs torch"
+
+
+def _error_cell(k: dict) -> str:
+    """A kernel's output error against torch (`--compare-layers`), red when over tolerance."""
+    e = k.get("error")
+    if not e or e.get("rel_l2_err") is None:
+        note = (e or {}).get("note", "not compared")
+        return f'<td data-v="-1" title="{_e(note)}">—</td>'
+    cls = "pass" if e.get("passed") else "fail"
+    title = f"against the {e.get('reference', '')}; max abs {e.get('max_abs_err', 0):.3e}"
+    return f'<td data-v="{e["rel_l2_err"]:.6e}" class="{cls}" title="{_e(title)}">{e["rel_l2_err"]:.2e}</td>'
+
+
+def _kernel_row(i: int, k: dict, group: int, errors: bool = False) -> str:
     pre, dec = k.get("prefill"), k.get("decode")
     pb, pbc = _share(pre)
     db, dbc = _share(dec)
@@ -282,26 +302,30 @@ def _kernel_row(i: int, k: dict, group: int) -> str:
         _cycles(pre), _cycles(dec),
         f'<td class="b-{pbc}">{pb}</td>', f'<td class="b-{dbc}">{db}</td>',
     ]
+    if errors:
+        cells.append(_error_cell(k))
     return f'<tr data-i="{i}" data-g="{group}">{"".join(cells)}</tr>'
 
 
-def _group_row(n: int, g: dict) -> str:
+def _group_row(n: int, g: dict, errors: bool = False) -> str:
     """A layer's header row: its kernels' PEs and busy cycles summed, SRAM at its peak."""
     label = "not in a layer" if g["layer"] is None else f'layer {g["layer"]}'
     count = f'{g["count"]} kernel{"s" if g["count"] != 1 else ""}'
     cells = [f'<td class="name"><span class="caret"></span>{label} <small>{count}</small></td>', "<td></td>",
              "<td></td>", f'<td>{g["pes"]:,}</td>', "<td></td>", f'<td>{g["sram"]:,}</td>',
              f'<td>{g["sram_pct"]:.1f}</td>', f'<td>{fmt_int(g["prefill"])}</td>',
-             f'<td>{fmt_int(g["decode"])}</td>', "<td></td>", "<td></td>"]
+             f'<td>{fmt_int(g["decode"])}</td>', "<td></td>", "<td></td>"] + (["<td></td>"] if errors else [])
     return f'<tr class="group" data-g="{n}" title="click to fold or unfold">{"".join(cells)}</tr>'
 
 
 def _table(d: dict) -> str:
-    ths = "".join(f'<th data-col="{i}">{h}</th>' for i, h in enumerate(TABLE_HEAD))
+    errors = any("error" in k for k in d["kernels"])  # a --compare-layers result was given
+    head = TABLE_HEAD + ((ERROR_HEAD,) if errors else ())
+    ths = "".join(f'<th data-col="{i}">{h}</th>' for i, h in enumerate(head))
     body = []
     for n, g in enumerate(d["layers"]):
-        body.append(_group_row(n, g))
-        body += [_kernel_row(i, d["kernels"][i], n) for i in range(g["first"], g["first"] + g["count"])]
+        body.append(_group_row(n, g, errors))
+        body += [_kernel_row(i, d["kernels"][i], n, errors) for i in range(g["first"], g["first"] + g["count"])]
     return (f'<section id="kernels-section"><h2>Kernels <small>grouped by layer (sums of PEs and '
             f'busy cycles, peak SRAM); click a header to sort, a row to find it on the mesh</small></h2>'
             f'<div class="toolbar"><label><input type="checkbox" id="group-layers" checked> group by '

@@ -149,6 +149,18 @@ def attach_cycles(rows: list[dict], runs: dict) -> None:
             }
 
 
+def attach_errors(rows: list[dict], sim_result: dict | None) -> None:
+    """Per kernel, its output's error against torch from a `--compare-layers` result."""
+    layers = {r.get("kernel"): r for r in (sim_result or {}).get("layers") or [] if isinstance(r, dict)}
+    for row in rows:
+        r = layers.get(row["name"])
+        if r is None:
+            continue
+        row["error"] = {"rel_l2_err": r.get("rel_l2_err"), "max_abs_err": r.get("max_abs_err"),
+                        "passed": r.get("passed"), "reference": r.get("reference", ""),
+                        "note": r.get("note", "")}
+
+
 def timeline(res, names: list[str], bins: int = TIMELINE_BINS) -> dict[str, Any]:
     """A phase's Gantt chart: per region, the dominant event category in each of `bins` equal
     slices of the run, run-length encoded as `<code><length>` ("c12w30s2"; "." is idle).
@@ -340,7 +352,8 @@ def summary(manifest: dict, placement: dict, rows: list[dict], runs: dict,
         s["decode"]["position"] = decode_position(manifest)
     if sim_result:
         keep = ("max_abs_err", "rel_l2_err", "top1_agree", "passed", "tokens_match", "tokens",
-                "reference_tokens", "ttft_s", "tokens_per_s", "tolerance", "cycles")
+                "reference_tokens", "ttft_s", "tokens_per_s", "tolerance", "cycles",
+                "first_bad_kernel", "layer_tolerance", "layers_compared", "requests")
         s["simulation"] = {k: sim_result[k] for k in keep if k in sim_result}
     return s
 
@@ -357,6 +370,7 @@ def build(manifest: dict, placement: dict | None, module: ModuleOp,
     rows = kernels(module, budget)
     runs = simulate(module, manifest, placement)
     attach_cycles(rows, runs)
+    attach_errors(rows, sim_result)
     names = [r["name"] for r in rows]
     route_list = routes(placement, rows)
     loads = link_loads(route_list)

@@ -29,12 +29,39 @@ class SimulateOptions:
     estimate_only: bool = False
     checkpoint: Path | None = None
     trace: Path | None = None
+    prompt_len: int | None = None  # random prompt length (and what --estimate-only models)
+    compare_layers: bool = False  # with check: every kernel's output against torch
+    requests: int | None = None  # model up to this many requests in flight (wsc/requests.py)
 
     def validate(self) -> None:
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         if self.generate < 0:
             raise UsageError(f"--generate must be >= 0, got {self.generate}")
+        if self.compare_layers and not self.check:
+            raise UsageError("--compare-layers compares with PyTorch: it needs --check")
+        if self.compare_layers and self.estimate_only:
+            raise UsageError("--compare-layers needs the data a functional run moves; "
+                             "--estimate-only moves none", hint="drop --estimate-only")
+        if self.requests is not None and self.requests < 1:
+            raise UsageError(f"--requests must be >= 1, got {self.requests}")
+        if self.requests and self.requests > 1 and self.tokens is not None and not self.estimate_only:
+            raise UsageError("--requests gives every request a random prompt of its own; "
+                             "--tokens would be one of them", hint="use --prompt-len and --seed")
+        if self.requests and self.check and not self.estimate_only and self.generate < 1:
+            raise UsageError("--requests with --check compares every request's generated "
+                             "tokens with torch's", hint="add --generate K")
+        if self.prompt_len is not None and self.prompt_len < 1:
+            raise UsageError(f"--prompt-len must be >= 1, got {self.prompt_len}")
+        if self.prompt_len is not None and self.tokens is not None and len(self.tokens) != self.prompt_len:
+            raise UsageError(f"--prompt-len {self.prompt_len} but --tokens gave {len(self.tokens)} ids",
+                             hint="give one of them")
+
+    def prompt_tokens(self, m: Manifest) -> int:
+        """How many prompt tokens this run has: --tokens, --prompt-len, or the compiled length."""
+        if self.tokens is not None:
+            return len(self.tokens)
+        return self.prompt_len if self.prompt_len is not None else m.seq_len
 
 
 def breakdown(r: RunResult, clock_hz: float) -> dict[str, float]:
@@ -49,16 +76,24 @@ def bundle_digest(bundle: Path) -> str:
     return "sha256:" + sha256_file(Path(bundle) / MANIFEST)
 
 
-def decode_position(manifest: Manifest, generate: int) -> int:
+def decode_position(manifest: Manifest, generate: int, prompt: int | None = None) -> int:
     """The KV position of the decode step that is modeled: the last of `generate` steps (the
-    slowest, its attention reads the longest cache), or the first when none is asked for."""
-    return min(manifest.seq_len + max(generate, 1) - 1, manifest.max_seq - 1)
+    slowest, its attention reads the longest cache), or the first when none is asked for,
+    after a prompt of `prompt` tokens (default: the compiled length)."""
+    p = manifest.seq_len if prompt is None else prompt
+    return min(p + max(generate, 1) - 1, manifest.max_seq - 1)
 
 
 def simulate(o: SimulateOptions) -> dict:
     t0 = time.perf_counter()
     o.validate()
     res = _estimate(o, t0) if o.estimate_only else _run(o, t0)
+    if o.requests:
+        from wsc.requests import requests_table
+
+        n = res["prompt_len"]
+        res["requests"] = requests_table(Simulator.open(o.bundle, functional=False), o.requests, n)
+        res["sim_wall_s"] = time.perf_counter() - t0
     res["bundle_digest"] = bundle_digest(o.bundle)  # the bundle was verified as it was opened
     return res
 
@@ -66,12 +101,13 @@ def simulate(o: SimulateOptions) -> dict:
 def _run(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle)
     m = sim.manifest
-    check_kv_capacity(m, o.generate)
+    check_prompt(m, o.prompt_tokens(m))
+    check_kv_capacity(m, o.generate, o.prompt_tokens(m))
     ids = prompt(o, m)
     ckpt = o.checkpoint or Path(m.checkpoint.path)
     if o.check:
         check_checkpoint(m, ckpt)  # before the run: a check that cannot be made fails at once
-    res: dict = {"bundle": str(o.bundle), "prompt": [int(i) for i in ids]}
+    res: dict = {"bundle": str(o.bundle), "prompt": [int(i) for i in ids], "prompt_len": len(ids)}
     if o.generate:
         gen = sim.generate(ids, o.generate, trace=o.trace is not None)
         logits, prefill = gen.prefill_logits, gen.prefill
@@ -99,33 +135,53 @@ def _run(o: SimulateOptions, t0: float) -> dict:
             res["reference_tokens"] = want
             res["tokens_match"] = want == res["tokens"]
             passed = passed and (res["tokens_match"] or m.dtype != "f32")
+        if o.requests:
+            from wsc.requests import check_requests
+
+            rng_prompts = [ids] + [np.random.default_rng(o.seed + r).integers(
+                0, m.model.vocab_size, size=len(ids)) for r in range(1, o.requests)]
+            fun = check_requests(sim, ckpt, rng_prompts, o.generate)
+            res["requests_check"] = fun
+            passed = passed and (all(fun["tokens_match"]) or m.dtype != "f32")
+        if o.compare_layers:
+            from wsc.layers import compare_layers
+
+            res.update(compare_layers(sim, ckpt, ids, rel_tol))
+            passed = passed and res["first_bad_kernel"] is None
         res["passed"] = passed
     return res
 
 
 def prompt(o: SimulateOptions, m: Manifest) -> np.ndarray:
     """The prompt's token ids: `--tokens`, checked against the bundle, or random ones."""
-    seq, vocab = m.seq_len, m.model.vocab_size
+    vocab = m.model.vocab_size
+    check_prompt(m, o.prompt_tokens(m))
     if o.tokens is None:
-        return np.random.default_rng(o.seed).integers(0, vocab, size=seq)
-    if len(o.tokens) != seq:
-        raise UsageError(f"this bundle's prefill takes {seq} tokens, --tokens gave {len(o.tokens)}",
-                         hint=f"recompile with --seq-len {len(o.tokens)}, or pass {seq} ids")
+        return np.random.default_rng(o.seed).integers(0, vocab, size=o.prompt_tokens(m))
     bad = [t for t in o.tokens if not 0 <= t < vocab]
     if bad:
         raise UsageError(f"--tokens: id {bad[0]} is not in this model's vocabulary [0, {vocab})")
     return np.asarray(o.tokens, dtype=np.int64)
 
 
-def check_kv_capacity(m: Manifest, generate: int) -> None:
+def check_prompt(m: Manifest, n: int) -> None:
+    """A bundle compiled with --seq-len N takes prompts of 1..N tokens."""
+    if n > m.seq_len:
+        raise UsageError(f"the prompt has {n} tokens, this bundle's prefill takes at most "
+                         f"{m.seq_len}", hint=f"pass at most {m.seq_len} ids, or recompile with "
+                                              f"--seq-len {n}")
+
+
+def check_kv_capacity(m: Manifest, generate: int, prompt: int | None = None) -> None:
     """The prompt and all but the last generated token go through the KV cache (the last
     one is returned, never fed back): P + K - 1 positions."""
-    need = m.seq_len + generate - 1
+    p = m.seq_len if prompt is None else prompt
+    need = p + generate - 1
     if generate and need > m.max_seq:
         raise UsageError(
-            f"{m.seq_len} prompt tokens + {generate} generated need {need} KV cache positions, "
+            f"{p} prompt tokens + {generate} generated need {need} KV cache positions, "
             f"this bundle has {m.max_seq}",
-            hint=f"use --generate {m.max_seq - m.seq_len + 1} at most, or recompile with "
+            hint=f"use --generate {m.max_seq - p + 1} at most, or recompile with "
                  f"--max-seq {need}")
 
 
@@ -157,23 +213,25 @@ def _decode_trace(o: SimulateOptions, manifest: Manifest) -> dict[str, RunResult
     sim = Simulator.open(o.bundle, functional=False)
     if "decode" not in sim.programs:
         return {}
-    pos = decode_position(manifest, o.generate)
+    pos = decode_position(manifest, o.generate, o.prompt_tokens(manifest))
     return {_decode_phase(pos): sim.run("decode", None, pos, trace=True)}
 
 
 def _estimate(o: SimulateOptions, t0: float) -> dict:
     sim = Simulator.open(o.bundle, functional=False)
     m = sim.manifest
-    check_kv_capacity(m, o.generate)
+    n = o.prompt_len if o.prompt_len is not None else m.seq_len  # --tokens is not run
+    check_prompt(m, n)
+    check_kv_capacity(m, o.generate, n)
     trace = o.trace is not None
-    pos = decode_position(m, o.generate)
-    pre = sim.run("prefill", None, 0, trace=trace)
+    pos = decode_position(m, o.generate, n)
+    pre = sim.run("prefill", None, 0, trace=trace, prompt_len=n)
     dec = sim.run("decode", None, pos, trace=trace)
     if trace:
         write_trace(o.trace, {"prefill": pre, _decode_phase(pos): dec}, sim.target.clock_hz)
     dec_s = sim.cost.seconds(dec.cycles)
     return {
-        "bundle": str(o.bundle), "estimate_only": True,
+        "bundle": str(o.bundle), "estimate_only": True, "prompt_len": n,
         "cycles": pre.cycles, "latency_s": sim.cost.seconds(pre.cycles),
         "ttft_s": sim.cost.seconds(pre.cycles),
         "decode_cycles": dec.cycles, "decode_latency_s": dec_s,
