@@ -186,11 +186,11 @@ class ProgramRun:
         for ins in it:
             if ins.gemv is not None and fr.functional and gemv.applies(fr, ins.gemv):
                 with np.errstate(all="ignore"):
-                    blocks = gemv.compute(fr, ins.gemv)
-                if blocks is not None:  # both ops run for their timing, the product is done
+                    y = gemv.compute(fr, ins.gemv)
+                if y is not None:  # both ops run for their timing, the product is done
                     self._step(fr, ins, data=False)
                     self._step(fr, next(it), data=False)
-                    gemv.finish(fr, ins.gemv, blocks)
+                    gemv.finish(fr, ins.gemv, y)
                     continue
             if ins.kind == "loop":
                 yield from self._loop(fr, ins)
@@ -215,11 +215,11 @@ class ProgramRun:
                     and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
         if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
             with np.errstate(all="ignore"):  # NaN/Inf is checked, not warned
-                blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
+                y = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
             fr.deferred = ins.cannon.matmul
             yield from self._bookkeeping_steps(fr, ins)
             fr.deferred = None
-            cannon.add_into(fr, ins.cannon, blocks)
+            cannon.add_into(fr, ins.cannon, y)
             if self.check_finite:
                 self._finite(fr, ins.cannon.matmul, fr.buf(ins.cannon.acc))
             return
