@@ -77,6 +77,22 @@ class Storage:
         return self.derived("f32", lambda: self.view.astype(np.float32))
 
 
+# the largest bit pattern, sign masked off, of a finite 16-bit float (the exponent's bits all
+# set mean Inf or NaN): a 16-bit buffer is checked with one integer max, not `isfinite`
+_FINITE16_BELOW = {np.dtype(np.float16): 0x7C00, np.dtype(ml_dtypes.bfloat16): 0x7F80}
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every element of a float array is finite (the same answer as
+    `np.isfinite(a).all()`, several times faster for fp16 and bf16)."""
+    below = _FINITE16_BELOW.get(a.dtype)
+    if below is None:
+        return bool(np.isfinite(a).all())
+    if a.size == 0:
+        return True
+    return int(np.bitwise_and(a.view(np.uint16), 0x7FFF).max()) < below
+
+
 def roll2(a: np.ndarray, perm: tuple[int, int]) -> np.ndarray:
     """`a` rotated over its two PE axes (a copy), or `a` itself when `perm` is zero."""
     if perm == (0, 0):

@@ -19,7 +19,7 @@ from xdsl.ir import Operation
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
 from wsc.runtime_sim.frame import Frame, Instr
-from wsc.runtime_sim.memory import roll2
+from wsc.runtime_sim.memory import NP_DTYPES, roll2
 
 COMPILERS: dict[type[Operation], Callable[[Operation], Instr]] = {}
 
@@ -145,7 +145,10 @@ def compile_fill(op: t.FillOp) -> Instr:
     def run(fr: Frame) -> None:
         fr.buf(dst).view[...] = value
 
-    return Instr(op, "compute", run, lambda fr: fr.cost.fill(fr.buf(dst).nbytes), (), (dst,))
+    # every element is `value` in the buffer's dtype: whether that is finite is known now
+    stored = np.asarray(value).astype(NP_DTYPES[t.buffer_of(dst).dtype_str])
+    return Instr(op, "compute", run, lambda fr: fr.cost.fill(fr.buf(dst).nbytes), (), (dst,),
+                 computes=not bool(np.isfinite(stored)))
 
 
 @compiles(t.CopyOp)

@@ -32,7 +32,7 @@ import numpy as np
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
 from wsc.runtime_sim.frame import Frame, Instr
-from wsc.runtime_sim.memory import Buffer
+from wsc.runtime_sim.memory import Buffer, all_finite
 from wsc.runtime_sim.ops import (
     _heads, _merge_heads, head_scores, key_mask, live_keys, online_softmax_step,
 )
@@ -157,7 +157,7 @@ def compute(fr: Frame, ring: RingAttention, count: int, check: bool):
 
 
 def _finite(b: Buffer) -> bool:
-    return b.dtype not in ("f32", "f16", "bf16") or bool(np.isfinite(b.src.view).all())
+    return b.dtype not in ("f32", "f16", "bf16") or all_finite(b.src.view)
 
 
 def _bad(state, acc_mask) -> int | None:

@@ -31,7 +31,7 @@ from wsc.runtime_sim.channels import (
     Channel, Endpoint, deliver, endpoints, gather, take, transfer_cycles,
 )
 from wsc.runtime_sim.frame import Frame, Instr
-from wsc.runtime_sim.memory import Buffer, Decl, RegionMemory
+from wsc.runtime_sim.memory import Buffer, Decl, RegionMemory, all_finite
 from wsc.runtime_sim import cannon, fabric, gemv, ring  # fabric: registers the fabric ops
 from wsc.runtime_sim.ops import COMPILERS
 from wsc.machine.cost import CostModel
@@ -320,7 +320,7 @@ class ProgramRun:
     def _finite(fr: Frame, ins: Instr, b: Buffer) -> None:
         """NaN/Inf in a buffer's real elements is an error; padding lanes are don't-care. One
         pass over the buffer as it is stored; the padding is looked at only if that fails."""
-        if b.dtype not in ("f32", "f16", "bf16") or np.isfinite(b.src.view).all():
+        if b.dtype not in ("f32", "f16", "bf16") or all_finite(b.src.view):
             return
         bad = ~np.isfinite(b.contents())
         if b.layout is not None and len(b.dims) == 2:
