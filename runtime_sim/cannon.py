@@ -7,7 +7,10 @@ per-PE products are not: numpy multiplies a batch of 3x7 by 7x27 blocks at a fra
 percent of its speed on one large product. Over the whole loop every PE `(r, c)` sums
 `X[r, j] @ W[j, c]` over all `j` — block `(r, c)` of `X @ W` — so the simulator computes that
 product once and adds it into the accumulator after the loop, while the loop's steps still run
-for their timing and their shifts and swaps.
+for their timing and their shifts and swaps (the scheduler adds the steady-state periods of those
+in one step once two of them agree). `W` enters the product as its global fp32 matrix, gathered
+from the PEs' blocks and converted once — when the bundle is loaded (`warm`) — and kept on the
+weights' storage until it is written; decode's GEMVs (gemv.py) multiply by the same matrix.
 
 This is done only for a loop whose shape guarantees it: exactly the steps passes/kernels/linear.py
 emits (shifts by -1 of the activations along the rows of PEs and of the weights along the

@@ -14,7 +14,13 @@ read the first one's storage (`src`) instead of copying it. Every op but the few
 and a write to a storage first gives every buffer still reading it a copy of its own, so the
 contents of every buffer are exactly what the program put there. A Cannon GEMM then rotates
 its small operands into the frame of its resident weights instead of moving the weights around
-the region every step, and a weight's fp32 conversion is kept until its storage is written.
+the region every step.
+
+What the simulator computes from a storage's bytes — its fp32 conversion, a weight's gathered
+global matrix (cannon.py) — is kept with the storage's version and recomputed after a write.
+A write bumps the version of the storage written and of every storage of the region whose
+bytes overlap it, so a cached value never outlives the bytes it was computed from, whichever
+buffer handle clobbered them.
 """
 
 from __future__ import annotations

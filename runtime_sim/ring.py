@@ -14,7 +14,9 @@ have left it.
 
 The recurrence is the step's own (`ops.online_softmax_step`, same masking, same order of the
 steps), so the only difference from the steps is the order of the fp32 additions inside a dot
-product. NaN/Inf is checked after every step of the recurrence, in the order the steps would
+product. (Batching the recurrence over the steps as well was tried and is slower: its arrays,
+a copy of the values per step, are large enough that allocating them costs more than the
+per-step calls it saves.) NaN/Inf is checked after every step of the recurrence, in the order the steps would
 check it, and reported as the steps would report it.
 
 This is done only for the loop the attention lowering emits: `attend` first, then in-place

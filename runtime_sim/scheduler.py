@@ -13,6 +13,13 @@ the compute that follows, and a message arrives at its send time plus its transf
 send into a full FIFO starts when the receiver frees a slot. Regions therefore overlap
 whenever the data and the FIFOs let them, and a program's latency is when its last result
 reaches the host.
+
+Three shapes of work are computed in bulk, each recognised exactly and checked at run time,
+with the steps still run for their timing and (lazy) moves, and each guarded by a test that
+compares it with its steps: a Cannon loop's product (cannon.py), a prefill attention ring
+(ring.py) and a decode GEMV, a matmul with the all-reduce after it (gemv.py). NaN/Inf is checked
+after every op that computes, on the buffer as stored (a bulk path checks what its steps would
+have and names the same op).
 """
 
 from __future__ import annotations
