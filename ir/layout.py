@@ -178,14 +178,19 @@ class Layout:
                  0 if self.rows.cyclic else 1, 2 if self.cols.cyclic else 3)
         return x.transpose(order)
 
-    def _from_blocks(self, blocks: np.ndarray) -> np.ndarray:
-        """`[p0, p1, t0, t1]` → global `[M, N]`."""
+    def _from_blocks(self, blocks: np.ndarray, dtype=None) -> np.ndarray:
+        """`[p0, p1, t0, t1]` → global `[M, N]` (converted to `dtype` in the same pass)."""
         (m, n), (t0, t1) = self.shape, self.tile
         p0, p1 = self.rows.parts, self.cols.parts
         # axes of `blocks`: 0=p0, 1=p1, 2=t0, 3=t1
         row_axes = (2, 0) if self.rows.cyclic else (0, 2)
         col_axes = (3, 1) if self.cols.cyclic else (1, 3)
-        x = blocks.transpose(row_axes + col_axes).reshape(p0 * t0, p1 * t1)
+        axes = row_axes + col_axes
+        if dtype is None or np.dtype(dtype) == blocks.dtype:
+            x = blocks.transpose(axes).reshape(p0 * t0, p1 * t1)
+        else:
+            x = np.empty((p0 * t0, p1 * t1), dtype)
+            x.reshape([blocks.shape[a] for a in axes])[...] = blocks.transpose(axes)
         return x[:m, :n]
 
     def scatter(self, g: np.ndarray, rot: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -196,12 +201,13 @@ class Layout:
         b0, b1 = self.blocks(rot)
         return np.ascontiguousarray(blocks[b0, b1])
 
-    def gather(self, local: np.ndarray, rot: tuple[int, int] = (0, 0)) -> np.ndarray:
-        """Collect the global matrix from per-PE tiles, reading each block from its first holder."""
+    def gather(self, local: np.ndarray, rot: tuple[int, int] = (0, 0), dtype=None) -> np.ndarray:
+        """Collect the global matrix from per-PE tiles, reading each block from its first
+        holder; with `dtype`, converted as it is collected (one copy, not two)."""
         if rot != (0, 0):
             local = np.roll(local, (-rot[0], -rot[1]), axis=(0, 1))
         hr, hc = self._holders
-        return self._from_blocks(local[hr, hc])
+        return self._from_blocks(local[hr, hc], dtype)
 
 
 # Index maps depend only on the layout and the rotation, and programs reuse a handful of

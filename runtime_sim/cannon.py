@@ -7,7 +7,10 @@ per-PE products are not: numpy multiplies a batch of 3x7 by 7x27 blocks at a fra
 percent of its speed on one large product. Over the whole loop every PE `(r, c)` sums
 `X[r, j] @ W[j, c]` over all `j` — block `(r, c)` of `X @ W` — so the simulator computes that
 product once and adds it into the accumulator after the loop, while the loop's steps still run
-for their timing and their shifts and swaps.
+for their timing and their shifts and swaps (the scheduler adds the steady-state periods of those
+in one step once two of them agree). `W` enters the product as its global fp32 matrix, gathered
+from the PEs' blocks and converted once — when the bundle is loaded (`warm`) — and kept on the
+weights' storage until it is written; decode's GEMVs (gemv.py) multiply by the same matrix.
 
 This is done only for a loop whose shape guarantees it: exactly the steps passes/kernels/linear.py
 emits (shifts by -1 of the activations along the rows of PEs and of the weights along the
@@ -89,10 +92,9 @@ def applies(fr: Frame, loop: CannonLoop, count: int) -> bool:
 
 
 def product(fr: Frame, loop: CannonLoop) -> np.ndarray:
-    """Per-PE blocks `[P, P, s, n]` of `X @ W`: what the loop adds into the accumulator."""
-    x, w, acc = fr.buf(loop.x), fr.buf(loop.w), fr.buf(loop.acc)
-    X = x.layout.gather(x.contents(), x.rot).astype(np.float32)
-    return acc.layout.scatter(X @ global_f32(w))
+    """`X @ W` `[S, N]` in fp32: what the loop adds into the accumulator's blocks."""
+    x, w = fr.buf(loop.x), fr.buf(loop.w)
+    return x.layout.gather(x.contents(), x.rot, np.float32) @ global_f32(w)
 
 
 def global_f32(w: Buffer) -> np.ndarray:
@@ -101,16 +103,26 @@ def global_f32(w: Buffer) -> np.ndarray:
     lay, rot, perm = w.layout, w.rot, w.perm
 
     def compute() -> np.ndarray:
-        # gather the stored values first, then convert: only the real elements, contiguous
-        return np.ascontiguousarray(lay.gather(roll2(w.src.view, perm), rot), np.float32)
+        # converted as it is gathered; padding (if any) stays out of view, rows keep it as
+        # their stride, which a matrix product takes as it is
+        return lay.gather(roll2(w.src.view, perm), rot, np.float32)
 
     return w.src.derived(("global", lay, rot, perm), compute)
 
 
-def add_into(fr: Frame, loop: CannonLoop, blocks: np.ndarray) -> None:
+def add_into(fr: Frame, loop: CannonLoop, y: np.ndarray) -> None:
+    """Add `y = X @ W` into the accumulator: PE `(r, c)` holds its block `(r, c)` (`applies`
+    checked the layout), so the blocks are a reshaped view of `y` (zero padded if its shape
+    does not divide), added in place: `acc.layout.scatter(y)` without the copies."""
     acc = fr.buf(loop.acc)
     fr.claim(acc)
-    np.add(acc.view, blocks, out=acc.view)
+    P = fr.grid[0]
+    s, n = acc.dims
+    if y.shape != (P * s, P * n):
+        padded = np.zeros((P * s, P * n), np.float32)
+        padded[: y.shape[0], : y.shape[1]] = y
+        y = padded
+    np.add(acc.view, y.reshape(P, s, P, n).transpose(0, 2, 1, 3), out=acc.view)
     acc.home.touch()
 
 

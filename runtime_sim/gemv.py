@@ -67,7 +67,7 @@ def applies(fr: Frame, g: Gemv) -> bool:
 
 
 def compute(fr: Frame, g: Gemv) -> np.ndarray | None:
-    """Per-PE blocks of the all-reduced result, or None if the steps must run instead."""
+    """The all-reduced result `x @ W` `[S, N]`, or None if the steps must run instead."""
     op = g.matmul.op
     x, w, acc = fr.buf(op.a), fr.buf(op.b), fr.buf(op.c)
     held = x.contents()
@@ -77,15 +77,22 @@ def compute(fr: Frame, g: Gemv) -> np.ndarray | None:
     Y = X.astype(np.float32) @ global_f32(w)
     if not np.isfinite(Y).all():
         return None  # let the steps find which op made it
-    return acc.layout.scatter(Y, acc.rot)
+    return Y
 
 
-def finish(fr: Frame, g: Gemv, blocks: np.ndarray) -> None:
-    """Store the result, and account the writes of both ops."""
+def finish(fr: Frame, g: Gemv, y: np.ndarray) -> None:
+    """Store the result where the all-reduce leaves it (`acc.layout.scatter(y)`: PE `(r, c)`
+    holds block `c` of every row, zero padded), and account the writes of both ops."""
     red = g.allreduce.op
     acc = fr.buf(red.buf)
     fr.claim(acc)
-    acc.view[...] = blocks
+    P = fr.grid[1]
+    s, n = acc.dims
+    if y.shape != (s, P * n):
+        padded = np.zeros((s, P * n), np.float32)
+        padded[:, : y.shape[1]] = y
+        y = padded
+    acc.view[...] = y.reshape(s, P, n).transpose(1, 0, 2)[None]
     acc.home.touch()
     partner = fr.buf(red.partner)
     fr.claim(partner)

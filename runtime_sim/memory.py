@@ -14,7 +14,13 @@ read the first one's storage (`src`) instead of copying it. Every op but the few
 and a write to a storage first gives every buffer still reading it a copy of its own, so the
 contents of every buffer are exactly what the program put there. A Cannon GEMM then rotates
 its small operands into the frame of its resident weights instead of moving the weights around
-the region every step, and a weight's fp32 conversion is kept until its storage is written.
+the region every step.
+
+What the simulator computes from a storage's bytes — its fp32 conversion, a weight's gathered
+global matrix (cannon.py) — is kept with the storage's version and recomputed after a write.
+A write bumps the version of the storage written and of every storage of the region whose
+bytes overlap it, so a cached value never outlives the bytes it was computed from, whichever
+buffer handle clobbered them.
 """
 
 from __future__ import annotations
@@ -75,6 +81,22 @@ class Storage:
         if self.view.dtype == np.float32:
             return self.view
         return self.derived("f32", lambda: self.view.astype(np.float32))
+
+
+# the largest bit pattern, sign masked off, of a finite 16-bit float (the exponent's bits all
+# set mean Inf or NaN): a 16-bit buffer is checked with one integer max, not `isfinite`
+_FINITE16_BELOW = {np.dtype(np.float16): 0x7C00, np.dtype(ml_dtypes.bfloat16): 0x7F80}
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every element of a float array is finite (the same answer as
+    `np.isfinite(a).all()`, several times faster for fp16 and bf16)."""
+    below = _FINITE16_BELOW.get(a.dtype)
+    if below is None:
+        return bool(np.isfinite(a).all())
+    if a.size == 0:
+        return True
+    return int(np.bitwise_and(a.view(np.uint16), 0x7FFF).max()) < below
 
 
 def roll2(a: np.ndarray, perm: tuple[int, int]) -> np.ndarray:

@@ -19,7 +19,7 @@ from xdsl.ir import Operation
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
 from wsc.runtime_sim.frame import Frame, Instr
-from wsc.runtime_sim.memory import roll2
+from wsc.runtime_sim.memory import NP_DTYPES, roll2
 
 COMPILERS: dict[type[Operation], Callable[[Operation], Instr]] = {}
 
@@ -145,7 +145,10 @@ def compile_fill(op: t.FillOp) -> Instr:
     def run(fr: Frame) -> None:
         fr.buf(dst).view[...] = value
 
-    return Instr(op, "compute", run, lambda fr: fr.cost.fill(fr.buf(dst).nbytes), (), (dst,))
+    # every element is `value` in the buffer's dtype: whether that is finite is known now
+    stored = np.asarray(value).astype(NP_DTYPES[t.buffer_of(dst).dtype_str])
+    return Instr(op, "compute", run, lambda fr: fr.cost.fill(fr.buf(dst).nbytes), (), (dst,),
+                 computes=not bool(np.isfinite(stored)))
 
 
 @compiles(t.CopyOp)
@@ -382,13 +385,14 @@ def _live(klay, rot: tuple[int, int], limit: int) -> int:
 
 def key_mask(qpos: np.ndarray, kpos: np.ndarray, kv_len: int, causal: bool,
              window: int) -> np.ndarray:
-    """`[R, C, 1, tq, tk]`: which keys (positions `kpos` `[R, C, tk]`) each query (positions
-    `qpos` `[R, C, tq]`) reads: real keys, not after it (causal), inside its window."""
-    ok = (kpos < kv_len)[:, :, None, None, :]
+    """`[..., R, C, 1, tq, tk]`: which keys (positions `kpos` `[..., R, C, tk]`) each query
+    (positions `qpos` `[R, C, tq]`) reads: real keys, not after it (causal), inside its
+    window."""
+    ok = (kpos < kv_len)[..., None, None, :]
     if causal:
-        ok = ok & (kpos[:, :, None, None, :] <= qpos[:, :, None, :, None])
+        ok = ok & (kpos[..., None, None, :] <= qpos[..., None, :, None])
     if window:
-        ok = ok & (kpos[:, :, None, None, :] > qpos[:, :, None, :, None] - window)
+        ok = ok & (kpos[..., None, None, :] > qpos[..., None, :, None] - window)
     return ok
 
 
@@ -406,14 +410,19 @@ def online_softmax_step(s: np.ndarray, V: np.ndarray, M: np.ndarray, L: np.ndarr
     """Fold one block of (masked, scaled) scores `s [..., h, tq, tk]` with values
     `V [..., kvh, tk, d]` into the online-softmax state `M, L [..., h, tq]`,
     `A [..., h, tq, d]`."""
-    *lead, h, tq, tk = s.shape
-    kvh = V.shape[-3]
     m_new = np.maximum(M, s.max(axis=-1))
     p = np.exp(s - m_new[..., None])  # masked scores give exactly 0
     alpha = np.exp(M - m_new)
-    l_new = alpha * L + p.sum(axis=-1)
-    pv = (p.reshape(*lead, kvh, (h // kvh) * tq, tk) @ V).reshape(*lead, h, tq, V.shape[-1])
-    return m_new, l_new, alpha[..., None] * A + pv
+    return m_new, alpha * L + p.sum(axis=-1), alpha[..., None] * A + weighted_values(p, V)
+
+
+def weighted_values(p: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """`p [..., h, tq, tk] @ V [..., kvh, tk, d]` per head (query head `i` reads kv head
+    `i // (h // kvh)`) -> `[..., h, tq, d]`."""
+    *lead, h, tq, tk = p.shape
+    kvh = V.shape[-3]
+    pv = p.reshape(*lead, kvh, (h // kvh) * tq, tk) @ V
+    return pv.reshape(*lead, h, tq, V.shape[-1])
 
 
 @compiles(t.AttendOp)

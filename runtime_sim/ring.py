@@ -14,7 +14,9 @@ have left it.
 
 The recurrence is the step's own (`ops.online_softmax_step`, same masking, same order of the
 steps), so the only difference from the steps is the order of the fp32 additions inside a dot
-product. NaN/Inf is checked after every step of the recurrence, in the order the steps would
+product. (Batching the recurrence over the steps as well was tried and is slower: its arrays,
+a copy of the values per step, are large enough that allocating them costs more than the
+per-step calls it saves.) NaN/Inf is checked after every step of the recurrence, in the order the steps would
 check it, and reported as the steps would report it.
 
 This is done only for the loop the attention lowering emits: `attend` first, then in-place
@@ -32,7 +34,7 @@ import numpy as np
 from wsc.errors import SimulationError
 from wsc.ir import tile as t
 from wsc.runtime_sim.frame import Frame, Instr
-from wsc.runtime_sim.memory import Buffer
+from wsc.runtime_sim.memory import Buffer, all_finite
 from wsc.runtime_sim.ops import (
     _heads, _merge_heads, head_scores, key_mask, live_keys, online_softmax_step,
 )
@@ -157,7 +159,7 @@ def compute(fr: Frame, ring: RingAttention, count: int, check: bool):
 
 
 def _finite(b: Buffer) -> bool:
-    return b.dtype not in ("f32", "f16", "bf16") or bool(np.isfinite(b.src.view).all())
+    return b.dtype not in ("f32", "f16", "bf16") or all_finite(b.src.view)
 
 
 def _bad(state, acc_mask) -> int | None:

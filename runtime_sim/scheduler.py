@@ -17,6 +17,13 @@ reaches the host.
 Regions of one stack (folded layers, passes/plan.py) share their PEs: an instruction of one
 member starts only once the stack's previous instruction has ended (`Frame.turn`/`hold`), so
 their programs are time-multiplexed and the sequencing is charged as waiting.
+
+Three shapes of work are computed in bulk, each recognised exactly and checked at run time,
+with the steps still run for their timing and (lazy) moves, and each guarded by a test that
+compares it with its steps: a Cannon loop's product (cannon.py), a prefill attention ring
+(ring.py) and a decode GEMV, a matmul with the all-reduce after it (gemv.py). NaN/Inf is checked
+after every op that computes, on the buffer as stored (a bulk path checks what its steps would
+have and names the same op).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from wsc.runtime_sim.channels import (
     Channel, Endpoint, deliver, endpoints, gather, take, transfer_cycles,
 )
 from wsc.runtime_sim.frame import Frame, Instr, Stack
-from wsc.runtime_sim.memory import Buffer, Decl, RegionMemory
+from wsc.runtime_sim.memory import Buffer, Decl, RegionMemory, all_finite
 from wsc.runtime_sim import cannon, fabric, gemv, ring  # fabric: registers the fabric ops
 from wsc.runtime_sim.ops import COMPILERS
 from wsc.machine.cost import CostModel
@@ -203,11 +210,11 @@ class ProgramRun:
         for ins in it:
             if ins.gemv is not None and fr.functional and gemv.applies(fr, ins.gemv):
                 with np.errstate(all="ignore"):
-                    blocks = gemv.compute(fr, ins.gemv)
-                if blocks is not None:  # both ops run for their timing, the product is done
+                    y = gemv.compute(fr, ins.gemv)
+                if y is not None:  # both ops run for their timing, the product is done
                     self._step(fr, ins, data=False)
                     self._step(fr, next(it), data=False)
-                    gemv.finish(fr, ins.gemv, blocks)
+                    gemv.finish(fr, ins.gemv, y)
                     continue
             if ins.kind == "loop":
                 yield from self._loop(fr, ins)
@@ -232,11 +239,11 @@ class ProgramRun:
                     and all(i.kind not in ("recv", "send", "loop") for i in ins.body))
         if fr.functional and ins.cannon is not None and cannon.applies(fr, ins.cannon, count):
             with np.errstate(all="ignore"):  # NaN/Inf is checked, not warned
-                blocks = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
+                y = cannon.product(fr, ins.cannon)  # the steps still run, for time and moves
             fr.deferred = ins.cannon.matmul
             yield from self._bookkeeping_steps(fr, ins, count)
             fr.deferred = None
-            cannon.add_into(fr, ins.cannon, blocks)
+            cannon.add_into(fr, ins.cannon, y)
             if self.check_finite:
                 self._finite(fr, ins.cannon.matmul, fr.buf(ins.cannon.acc))
             return
@@ -340,7 +347,7 @@ class ProgramRun:
     def _finite(fr: Frame, ins: Instr, b: Buffer) -> None:
         """NaN/Inf in a buffer's real elements is an error; padding lanes are don't-care. One
         pass over the buffer as it is stored; the padding is looked at only if that fails."""
-        if b.dtype not in ("f32", "f16", "bf16") or np.isfinite(b.src.view).all():
+        if b.dtype not in ("f32", "f16", "bf16") or all_finite(b.src.view):
             return
         bad = ~np.isfinite(b.contents())
         if b.layout is not None and len(b.dims) == 2:

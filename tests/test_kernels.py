@@ -212,8 +212,8 @@ def test_a_decode_gemv_computed_in_bulk_equals_its_steps(monkeypatch, p):
     assert bulk[1:] == steps[1:]
 
 
-@pytest.mark.parametrize("scale", [3e38, 4e39])
-def test_nan_in_a_decode_gemv_is_reported_by_the_op_the_steps_name(monkeypatch, scale):
+@pytest.mark.parametrize("scale,op", [(3e38, "matmul"), (1e38, "allreduce")])
+def test_nan_in_a_decode_gemv_is_reported_by_the_op_the_steps_name(monkeypatch, scale, op):
     """A GEMV whose result overflows is run step by step, so the error names the op that made
     the Inf (the matmul's partials or the all-reduce's sums), as without the bulk path."""
     from wsc.errors import SimulationError
@@ -235,5 +235,5 @@ def test_nan_in_a_decode_gemv_is_reported_by_the_op_the_steps_name(monkeypatch, 
         return str(e.value)
 
     bulk = message(True)
-    assert "h.0.mlp.c_fc" in bulk
+    assert f"wsc.tile.{op} in region h.0.mlp.c_fc" in bulk
     assert bulk == message(False)

@@ -289,6 +289,25 @@ def test_nan_is_reported_with_the_op_that_made_it():
         run([b], {"in": g})
 
 
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "f32"])
+def test_the_finite_check_agrees_with_isfinite_on_every_16_bit_pattern(dtype):
+    from wsc.runtime_sim.memory import NP_DTYPES, all_finite
+
+    dt = NP_DTYPES[dtype]
+    if dt.itemsize == 2:
+        values = np.arange(1 << 16, dtype=np.uint16).view(dt)
+    else:
+        values = np.array([0, 1, -1, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, 1e-45], dt)
+    ok = np.isfinite(values.astype(np.float32))
+    for block in range(0, values.size, 64):  # a block is finite iff all its patterns are
+        assert all_finite(values[block:block + 64]) == ok[block:block + 64].all()
+    for i in np.flatnonzero(~ok)[:: max(1, (~ok).sum() // 50)]:
+        x = np.zeros((2, 3, 4), dt)
+        x[1, 2, 3] = values[i]
+        assert not all_finite(x[:, :, 1:])  # strided, like a buffer's view of SRAM
+    assert all_finite(np.zeros((0, 3), dt))
+
+
 def test_persistent_buffers_must_end_where_they_started():
     lay = Layout((4, 4), (2, 1), split_rows(2))
     b = region((2, 1))

@@ -333,6 +333,103 @@ def _table(d: dict) -> str:
             f'<thead><tr>{ths}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table></div></section>")
 
 
+# --- requests in flight (wsc simulate --requests) -------------------------------------------
+
+PLOT_W, PLOT_H, PLOT_PAD = 420, 250, (52, 16, 30, 40)  # left, right, top, bottom
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    import math
+
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    return [10.0 ** e for e in range(a, b + 1)]
+
+
+def _plot(title: str, xs: list[int], series: list[tuple[str, str, list[float]]],
+          target: tuple[str, float] | None, unit) -> str:
+    """An inline SVG line chart: requests on x (one slot per measured count), a log y axis."""
+    import math
+
+    left, right, top, bottom = PLOT_PAD
+    w, h = PLOT_W - left - right, PLOT_H - top - bottom
+    vals = [v for _, _, ys in series for v in ys if v > 0] + ([target[1]] if target else [])
+    ticks = _log_ticks(min(vals), max(vals))
+    lo, hi = math.log10(ticks[0]), math.log10(ticks[-1])
+    hi = hi if hi > lo else lo + 1
+
+    def X(i: int) -> float:
+        return left + (w * i / (len(xs) - 1) if len(xs) > 1 else w / 2)
+
+    def Y(v: float) -> float:
+        return top + h - h * (math.log10(max(v, ticks[0])) - lo) / (hi - lo)
+
+    parts = [f'<svg class="plot" width="{PLOT_W}" height="{PLOT_H}" viewBox="0 0 {PLOT_W} {PLOT_H}" '
+             f'role="img" aria-label="{_e(title)}"><title>{_e(title)}</title>',
+             f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>']
+    for tv in ticks:
+        y = Y(tv)
+        parts.append(f'<line x1="{left}" x2="{left + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+                     f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{_e(unit(tv))}</text>')
+    for i, x in enumerate(xs):
+        parts.append(f'<text x="{X(i):.1f}" y="{top + h + 14}" text-anchor="middle" font-size="10">{x}</text>')
+    parts.append(f'<text x="{left + w / 2}" y="{PLOT_H - 6}" text-anchor="middle" font-size="11">'
+                 'requests in flight</text>')
+    if target:
+        y = Y(target[1])
+        parts.append(f'<line x1="{left}" x2="{left + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#cf222e" '
+                     f'stroke-dasharray="4 3"/><text x="{left + w - 2}" y="{y - 4:.1f}" '
+                     f'text-anchor="end" font-size="10" fill="#cf222e">{_e(target[0])}</text>')
+    for k, (name, color, ys) in enumerate(series):
+        pts = " ".join(f"{X(i):.1f},{Y(v):.1f}" for i, v in enumerate(ys))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+        parts += [f'<circle cx="{X(i):.1f}" cy="{Y(v):.1f}" r="2.5" fill="{color}"/>' for i, v in enumerate(ys)]
+        parts.append(f'<text x="{left + 110 * k}" y="{top - 10}" font-size="11" fill="{color}">● {_e(name)}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def _requests_section(d: dict) -> str:
+    """The requests curve of a `wsc simulate --requests` result: tokens/s and TTFT as the
+    number of requests in flight grows, as plots and a table."""
+    q = ((d["summary"].get("simulation") or {}).get("requests"))
+    if not q or not q.get("rows"):
+        return ""
+    rows = q["rows"]
+    xs = [r["requests"] for r in rows]
+    t = q["targets"]
+    rate = _plot("tokens/s against requests in flight", xs,
+                 [("per request", "#0072b2", [r["per_request_tokens_per_s"] for r in rows]),
+                  ("aggregate", "#d55e00", [r["aggregate_tokens_per_s"] for r in rows])],
+                 (f"{fmt_rate(t['per_request_tokens_per_s'])} tok/s per request", t["per_request_tokens_per_s"]),
+                 lambda v: fmt_si(v))
+    ttft = _plot("time to first token against requests in flight", xs,
+                 [("TTFT", "#009e73", [r["ttft_s"] for r in rows]),
+                  ("decode stall", "#cc79a7", [r["decode_stall_s"] for r in rows])],
+                 (f"{fmt_seconds(t['ttft_s'])}", t["ttft_s"]), fmt_seconds)
+    head = ("requests", "tok/s per request", "aggregate tok/s", "time to first token",
+            "decoders stall", "bound per request max(L, R·B)", "KV caches fit")
+    body = "".join(
+        f"<tr><td>{r['requests']}</td><td>{fmt_rate(r['per_request_tokens_per_s'])}</td>"
+        f"<td>{fmt_rate(r['aggregate_tokens_per_s'])}</td><td>{fmt_seconds(r['ttft_s'])}</td>"
+        f"<td>{fmt_seconds(r['decode_stall_s'])}</td><td>{fmt_rate(1 / r['bound_period_s'])}</td>"
+        f'<td class="{"pass" if r["kv_fits"] else "fail"}">{"yes" if r["kv_fits"] else "no: replan"}</td></tr>'
+        for r in rows)
+    cap = q.get("kv_capacity")
+    note = (f"Prompt of {_n(q['prompt_len'])} tokens, decode steps from KV position "
+            f"{_n(q['decode_position'])}. Users served at ≥ {_n(fmt_rate(t['per_request_tokens_per_s']))} "
+            f"tok/s each and &lt; {_n(fmt_seconds(t['ttft_s']))} to first token: "
+            f"<b>{_n(q['users_served'])}</b>"
+            + (f" ({_n(q['users_served_if_kv_fit'])} if the plan held their KV caches)"
+               if q["users_served_if_kv_fit"] != q["users_served"] else "")
+            + f". The plan's SRAM holds the KV caches of {_n('any number of' if cap is None else cap)} "
+            f"requests. One step: L = {_n(fmt_seconds(q['step_latency_s']))}, busiest region "
+            f"{_e(q['busiest_region'])} B = {_n(fmt_seconds(q['busiest_region_s']))} per step.")
+    return (f'<section id="requests-section"><h2>Requests in flight <small>continuous batching, '
+            f'modeled by the simulator\'s scheduler</small></h2><p class="detail">{note}</p>'
+            f'<div class="plots">{rate}{ttft}</div><div class="table-wrap"><table id="requests">'
+            f'<thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{body}'
+            f'</tbody></table></div></section>')
+
+
 def _filter_bar(d: dict) -> str:
     return ('<div id="filter-bar"><label for="search">Find</label>'
             '<input type="search" id="search" autocomplete="off" spellcheck="false" '
@@ -379,6 +476,7 @@ def render_page(d: dict) -> str:
 <noscript><p class="note">The mesh and the timeline are drawn by JavaScript; the summary and the
 kernel table below are complete without it.</p></noscript>
 {_summary(d)}
+{_requests_section(d)}
 {_filter_bar(d)}
 {_mesh(d)}
 {_timeline()}
