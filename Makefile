@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/placement_bench.py
 	$(BIN)/python benchmarks/models.py
 	$(BIN)/python benchmarks/numerics.py
+	$(BIN)/python benchmarks/requests.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

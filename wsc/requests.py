@@ -16,8 +16,16 @@ with distinct prompts whose greedy tokens must each equal torch's greedy generat
 
 from __future__ import annotations
 
+from wsc.errors import UsageError
 from wsc.runtime_sim import serving
 from wsc.runtime_sim.simulator import Simulator
+
+
+def _needs_both(sim: Simulator) -> None:
+    missing = [p for p in ("prefill", "decode") if p not in sim.programs]
+    if missing:
+        raise UsageError(f"--requests runs prefill and decode; this bundle has no "
+                         f"{' or '.join(missing)} program", hint="recompile with --phase both")
 
 ROUNDS = 4  # decode steps per request in a timed run: one to fill the pipeline, three measured
 TARGET_TOKENS_PER_S = 1000.0  # real-time code completion, per request
@@ -36,6 +44,7 @@ def request_counts(most: int) -> list[int]:
 def requests_table(sim: Simulator, most: int, prompt_len: int, counts: list[int] | None = None,
                    progress=None) -> dict:
     """The requests curve of an estimate-only simulator (JSON-able)."""
+    _needs_both(sim)
     m = sim.manifest
     hz = sim.target.clock_hz
     pos = max(0, min(prompt_len, m.max_seq - ROUNDS))  # the decode steps' first KV position
@@ -83,6 +92,7 @@ def check_requests(sim: Simulator, checkpoint, prompts: list, generate: int) -> 
     each request's greedy tokens against torch's greedy generation of its own prompt."""
     from wsc.golden import reference_generate
 
+    _needs_both(sim)
     served = serving.serve(sim, prompts, generate)
     out = {"tokens": [], "reference_tokens": [], "tokens_match": []}
     for r, ids in enumerate(prompts):
