@@ -198,9 +198,10 @@ def lower_to_tile(kmodule: ModuleOp, ctx: LowerCtx, *, budget: int,
                 continue
             # a member's share is what the planner sized (the larger phase), so its persistent
             # buffers lie at the same offsets in both programs
-            share = k.sram_bytes.value.data if k.sram_bytes is not None else b.allocate()
-            if b.allocate() > share:
-                raise ValueError(f"kernel {name} needs {b.allocate()} bytes per PE in {phase}, "
+            need = b.allocate()
+            share = k.sram_bytes.value.data if k.sram_bytes is not None else need
+            if need > share:
+                raise ValueError(f"kernel {name} needs {need} bytes per PE in {phase}, "
                                  f"more than the {share} its stack reserves")
             regions.append(b.finish(origins[name], base=base.get(stack, 0), stack=stack))
             base[stack] = base.get(stack, 0) + share

@@ -98,8 +98,12 @@ class Group:
     feasible: list[Candidate] = field(default_factory=list)  # every candidate that fits
     candidates: list[Candidate] = field(default_factory=list)  # the Pareto-optimal ones
     choice: Candidate | None = None
-    fold: int = 1  # kernels per stack
     folds: dict[tuple[int, int], int] = field(default_factory=dict)  # grid -> its fold
+
+    @property
+    def fold(self) -> int:
+        """Kernels per stack with the chosen grid."""
+        return self.folds.get(self.choice.grid, 1) if self.choice else 1
 
     def stacks(self, c: Candidate) -> int:
         """Rectangles the group needs with candidate `c`."""
@@ -364,7 +368,6 @@ def plan(kmodule: ModuleOp, ctx: LowerCtx, target: Target, estimate: Estimator, 
             g.choice = g.candidates[0]
     out: dict[str, Planned] = {}
     for g in glist:
-        g.fold = g.folds.get(g.choice.grid, 1)  # type: ignore[union-attr]
         alts = g.alternatives(plan_tokens) if strategy == "latency" else []
         for i, k in enumerate(g.kernels):
             set_grid(k, g.choice)  # type: ignore[arg-type]
