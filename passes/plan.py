@@ -297,6 +297,8 @@ def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: 
     """Pick one candidate per group: minimise Σ time, Σ PEs ≤ capacity (CP-SAT, exact)."""
     from ortools.sat.python import cp_model
 
+    from wsc.placement import interrupt
+
     m = cp_model.CpModel()
     scale = max(1.0, max(_time(c, plan_tokens) for g in groups for c in g.candidates) / 1e6)
     xs = []
@@ -317,7 +319,8 @@ def select(groups: list[Group], capacity: int, plan_tokens: int, *, time_limit: 
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     solver.parameters.max_deterministic_time = time_limit
-    status = solver.Solve(m)
+    solver.parameters.catch_sigint_signal = False  # Ctrl-C stays Python's, as in placement
+    status = interrupt.solve(solver, m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         for g in groups:
             g.choice = g.candidates[0]
