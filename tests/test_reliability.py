@@ -41,6 +41,10 @@ def test_ctrl_c_in_every_stage_leaves_nothing_behind(tmp_path):
 
 STOP_SCRIPT = """
 import os, signal, threading, time
+# as `wsc` does on start (wsc.interrupts.install): Ctrl-C raises, whatever this process
+# inherited from the one that started it (a test runner's worker may ignore or block SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 from wsc.placement import place
 from wsc.placement.synthetic import llama_graph
 kernels, edges = llama_graph(1)  # on WSE-3 with a 30 s limit: about 10 s of solving
